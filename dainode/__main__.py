@@ -1,0 +1,5 @@
+"""Allow `python -m dainode`."""
+
+from dainode.cli import main
+
+raise SystemExit(main())

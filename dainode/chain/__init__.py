@@ -1,0 +1,1 @@
+"""Ethereum light client: JSON-RPC, offline signing, events, proofs, dev chain."""

@@ -1,0 +1,1 @@
+"""Envelopes, key files and CKKS homomorphic encryption."""

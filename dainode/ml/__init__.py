@@ -1,0 +1,1 @@
+"""Models, local training, datasets, aggregation and contribution (JAX)."""

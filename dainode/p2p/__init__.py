@@ -1,0 +1,1 @@
+"""libp2p host, discovery, signed gossip and request/response streams."""

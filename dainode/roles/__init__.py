@@ -1,0 +1,1 @@
+"""Role plugins: data, model and compute providers."""

@@ -1,0 +1,56 @@
+"""The Service model: one long-running, supervised trio task tree per subsystem."""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from dainode.errors import ServiceCrashed
+
+
+class Service:
+    """A subsystem of the node (admin socket, p2p host, store, chain, roles...).
+
+    Subclasses implement `run(task_status)`: do the set-up, call
+    `task_status.started()` when the service is usable, then keep running
+    (usually `await trio.sleep_forever()` or a serve loop) until cancelled.
+    Every task a service needs lives in a nursery that `run` opens, so a
+    service never leaves anything behind when it is cancelled.
+    """
+
+    #: short name used in logs and crash reports
+    name: str = "service"
+
+    @property
+    def log(self) -> logging.Logger:
+        return logging.getLogger(f"dainode.{self.name}")
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__}.run is abstract")
+
+
+async def start_supervised(nursery: trio.Nursery, service: Service) -> None:
+    """Start `service` in `nursery` and wait until it reports started.
+
+    A crash, before or after start-up, is logged with the service's name and
+    re-raised as ServiceCrashed, which cancels the nursery (the whole node).
+    """
+    await nursery.start(_supervise, service)
+
+
+async def _supervise(service: Service, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    log = logging.getLogger(f"dainode.{service.name}")
+    try:
+        await service.run(task_status=task_status)
+    except trio.Cancelled:
+        raise
+    except ServiceCrashed:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a supervisor must see everything
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        log.error("service %s crashed: %s: %s", service.name, type(exc).__name__, exc, exc_info=exc)
+        raise ServiceCrashed(service.name, exc) from exc
+    else:
+        log.debug("service %s finished", service.name)

@@ -1,0 +1,1 @@
+"""The node's durable local state (SQLite)."""

@@ -1,0 +1,1 @@
+"""IPFS content storage: blockstore, UnixFS, bitswap."""
