@@ -43,14 +43,21 @@ async def _supervise(service: Service, *, task_status=trio.TASK_STATUS_IGNORED) 
     log = logging.getLogger(f"dainode.{service.name}")
     try:
         await service.run(task_status=task_status)
-    except trio.Cancelled:
-        raise
-    except ServiceCrashed:
+    except (trio.Cancelled, ServiceCrashed, KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # noqa: BLE001 - a supervisor must see everything
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
+        if _only_cancellation(exc):
+            raise  # nested nurseries wrap a shutdown's Cancelled in groups; that is no crash
         log.error("service %s crashed: %s: %s", service.name, type(exc).__name__, exc, exc_info=exc)
         raise ServiceCrashed(service.name, exc) from exc
     else:
         log.debug("service %s finished", service.name)
+
+
+def _only_cancellation(exc: BaseException) -> bool:
+    if isinstance(exc, trio.Cancelled):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(trio.Cancelled)
+        return rest is None
+    return False

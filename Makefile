@@ -1,0 +1,38 @@
+# dainode: `make demo` and `make test` work on a fresh machine (Python 3.11, Node 20, npm).
+# Everything is installed inside the repo: .venv/ (Python) and node_modules/ (anvil, solc, Helia).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install test demo bench clean-venv help
+
+help:
+	@echo "make demo     install what is missing, run a local multi-node network and a training task"
+	@echo "make test     install what is missing and run the whole test suite"
+	@echo "make install  create .venv/ and node_modules/"
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "dainode needs Python >= 3.11 (set PYTHON=python3.11)")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# pytest exits 5 when it collected no test: that must fail, not pass.
+test: install
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+demo: install
+	$(PY) scripts/demo.py
+
+clean-venv:
+	rm -rf $(VENV) node_modules

@@ -1,0 +1,151 @@
+"""JSON-RPC 2.0 protocol logic (parse, bind params, dispatch, encode), independent of any transport."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import typing
+from typing import Any, Awaitable, Callable
+
+from dainode.errors import DainodeError, RpcError
+
+log = logging.getLogger("dainode.admin")
+
+Method = Callable[..., Any] | Callable[..., Awaitable[Any]]
+
+_SIMPLE_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "an array", dict: "an object"}
+
+
+class MethodRegistry:
+    """Name -> callable. Methods take named parameters; positional JSON arrays bind in order."""
+
+    def __init__(self) -> None:
+        self._methods: dict[str, tuple[Method, inspect.Signature, dict[str, Any]]] = {}
+
+    def add(self, name: str, fn: Method) -> None:
+        if name in self._methods:
+            raise ValueError(f"RPC method {name!r} registered twice")
+        if "_" not in name:
+            raise ValueError(f"RPC method {name!r} must be namespaced like `module_method`")
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception:  # unresolvable annotations: skip type checks rather than fail registration
+            hints = {}
+        self._methods[name] = (fn, inspect.signature(fn), hints)
+
+    def add_all(self, methods: dict[str, Method]) -> None:
+        for name, fn in methods.items():
+            self.add(name, fn)
+
+    def names(self) -> list[str]:
+        return sorted(self._methods)
+
+    def modules(self) -> dict[str, str]:
+        return {name.split("_", 1)[0]: "1.0" for name in self._methods}
+
+    def lookup(self, name: str) -> tuple[Method, inspect.Signature, dict[str, Any]]:
+        try:
+            return self._methods[name]
+        except KeyError:
+            raise RpcError(RpcError.METHOD_NOT_FOUND, f"method not found: {name!r} (see rpc_modules)") from None
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    """Reject obviously wrong JSON types for simply-annotated params (-32602)."""
+    origin = typing.get_origin(hint) or hint
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        options = [typing.get_origin(a) or a for a in typing.get_args(hint)]
+    else:
+        options = [origin]
+    if type(None) in options and value is None:
+        return
+    checkable = [o for o in options if o in _SIMPLE_TYPES]
+    if not checkable or len(checkable) != len([o for o in options if o is not type(None)]):
+        return
+    for o in checkable:
+        if o is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return
+        if o is int and isinstance(value, bool):
+            continue
+        if isinstance(value, o):
+            return
+    wanted = " or ".join(_SIMPLE_TYPES[o] for o in checkable)
+    raise RpcError(RpcError.INVALID_PARAMS, f"invalid params: {name!r} must be {wanted}, got {json.dumps(value)[:80]}")
+
+
+def bind_params(sig: inspect.Signature, hints: dict[str, Any], params: Any) -> inspect.BoundArguments:
+    try:
+        if params is None:
+            bound = sig.bind()
+        elif isinstance(params, list):
+            bound = sig.bind(*params)
+        elif isinstance(params, dict):
+            bound = sig.bind(**params)
+        else:
+            raise RpcError(RpcError.INVALID_REQUEST, "invalid request: params must be an array or an object")
+    except TypeError as exc:
+        expected = ", ".join(
+            p.name if p.default is inspect.Parameter.empty else f"{p.name}?" for p in sig.parameters.values()
+        )
+        raise RpcError(RpcError.INVALID_PARAMS, f"invalid params: {exc} (expected: {expected or 'none'})") from None
+    for name, value in bound.arguments.items():
+        if name in hints:
+            _check_type(name, value, hints[name])
+    return bound
+
+
+def _error(id_: Any, err: RpcError) -> dict:
+    return {"jsonrpc": "2.0", "id": id_, "error": err.to_json()}
+
+
+async def call_one(registry: MethodRegistry, request: Any) -> dict | None:
+    """Handle one request object; None for notifications (no `id`)."""
+    if not isinstance(request, dict):
+        return _error(None, RpcError(RpcError.INVALID_REQUEST, "invalid request: expected a JSON object"))
+    id_ = request.get("id")
+    is_notification = "id" not in request
+    if request.get("jsonrpc") != "2.0" or not isinstance(request.get("method"), str):
+        return _error(id_, RpcError(RpcError.INVALID_REQUEST, 'invalid request: needs "jsonrpc": "2.0" and a string "method"'))
+    if not (id_ is None or isinstance(id_, (str, int, float))) or isinstance(id_, bool):
+        return _error(None, RpcError(RpcError.INVALID_REQUEST, "invalid request: id must be a string, number or null"))
+    method = request["method"]
+    try:
+        fn, sig, hints = registry.lookup(method)
+        bound = bind_params(sig, hints, request.get("params"))
+        result = fn(*bound.args, **bound.kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        json.dumps(result)  # fail here, inside the error handling, not while writing
+    except RpcError as err:
+        response = _error(id_, err)
+    except DainodeError as exc:
+        response = _error(id_, RpcError(RpcError.APPLICATION_ERROR, str(exc), {"type": type(exc).__name__}))
+    except (TypeError, ValueError) as exc:
+        log.exception("RPC method %s failed", method)
+        response = _error(id_, RpcError(RpcError.INTERNAL_ERROR, f"internal error in {method}: {type(exc).__name__}: {exc}"))
+    except Exception as exc:  # noqa: BLE001 - a faulty method must not take the socket down
+        log.exception("RPC method %s failed", method)
+        response = _error(id_, RpcError(RpcError.INTERNAL_ERROR, f"internal error in {method}: {type(exc).__name__}: {exc}"))
+    else:
+        response = {"jsonrpc": "2.0", "id": id_, "result": result}
+    return None if is_notification else response
+
+
+async def handle_message(registry: MethodRegistry, line: bytes) -> bytes | None:
+    """One line in, one line out (None when nothing is to be sent back)."""
+    try:
+        payload = json.loads(line)
+    except (UnicodeDecodeError, ValueError) as exc:
+        return encode(_error(None, RpcError(RpcError.PARSE_ERROR, f"parse error: {exc}")))
+    if isinstance(payload, list):
+        if not payload:
+            return encode(_error(None, RpcError(RpcError.INVALID_REQUEST, "invalid request: empty batch")))
+        responses = [r for r in [await call_one(registry, item) for item in payload] if r is not None]
+        return encode(responses) if responses else None
+    response = await call_one(registry, payload)
+    return None if response is None else encode(response)
+
+
+def encode(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode("utf-8") + b"\n"

@@ -1,0 +1,125 @@
+"""The Node: owns every subsystem service of one dainode process in one nursery."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from dainode import __version__
+from dainode.admin.client import socket_path
+from dainode.admin.jsonrpc import MethodRegistry
+from dainode.admin.server import AdminServer
+from dainode.config import Config
+from dainode.errors import DainodeError
+from dainode.identity import Identity
+from dainode.p2p.service import P2PService
+from dainode.service import Service, start_supervised
+
+LOCK_FILE = "LOCK"
+
+
+class Node(Service):
+    """One dainode process. Services start in dependency order; the admin socket opens last,
+    so a daemon that answers `node_info` is fully up."""
+
+    name = "node"
+
+    def __init__(self, config: Config, identity: Identity):
+        self.config = config
+        self.identity = identity
+        self.data_dir = Path(config.data_dir).expanduser()
+        self.started_at = time.monotonic()
+        self.registry = MethodRegistry()
+        self.services: list[Service] = []
+        self._stop = trio.Event()
+        self._lock_fd: int | None = None
+        self.p2p = P2PService(config, identity.libp2p_key)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the node to shut down (idempotent; safe from signal handlers and RPC)."""
+        self._stop.set()
+
+    async def _start(self, nursery: trio.Nursery, service: Service) -> None:
+        await start_supervised(nursery, service)
+        self.services.append(service)
+        methods = getattr(service, "rpc_methods", None)
+        if methods is not None:
+            self.registry.add_all(methods())
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        self._acquire_lock()
+        try:
+            async with trio.open_nursery() as nursery:
+                self.registry.add_all(self.rpc_methods())
+                await self._start(nursery, self.p2p)
+                # subsystem services (started in dependency order; each registers its RPC methods)
+                await self._start(nursery, AdminServer(socket_path(self.data_dir), self.registry))
+                self.log.info(
+                    "node ready: peer %s, account %s, roles %s",
+                    self.p2p.peer_id,
+                    self.identity.address,
+                    ",".join(self.config.roles) or "relay",
+                )
+                task_status.started()
+                await self._stop.wait()
+                self.log.info("stopping")
+                nursery.cancel_scope.cancel()
+        finally:
+            self._release_lock()
+
+    def _acquire_lock(self) -> None:
+        """One daemon per data dir: a second one would fight over the socket, keys and stores."""
+        fd = os.open(self.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DainodeError(f"another dainode is running with data dir {self.data_dir}; stop it first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
+    # --- admin RPC --------------------------------------------------------------------
+
+    def rpc_methods(self) -> dict[str, Any]:
+        return {
+            "node_info": self.rpc_node_info,
+            "node_stop": self.rpc_node_stop,
+            "rpc_modules": self.rpc_modules,
+            "rpc_methods": self.rpc_method_names,
+        }
+
+    async def rpc_node_info(self) -> dict:
+        return {
+            "version": __version__,
+            "peer_id": self.p2p.peer_id,
+            "address": self.identity.address,
+            "roles": list(self.config.roles),
+            "listen_addrs": self.p2p.listen_addrs(),
+            "data_dir": str(self.data_dir),
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "pid": os.getpid(),
+            "services": [s.name for s in self.services],
+        }
+
+    async def rpc_node_stop(self) -> dict:
+        self.stop()
+        return {"stopping": True}
+
+    async def rpc_modules(self) -> dict:
+        return self.registry.modules()
+
+    async def rpc_method_names(self) -> list[str]:
+        return self.registry.names()
