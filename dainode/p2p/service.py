@@ -32,6 +32,14 @@ class P2PService(Service):
         listen = [multiaddr.Multiaddr(a) for a in self.config.p2p.listen]
         try:
             async with self.host.run(listen_addrs=listen):
+                # py-libp2p logs a failed listen (e.g. port in use) and carries on without
+                # it; a node that cannot be reached where it was told to listen must not start.
+                bound = self.host.get_transport_addrs()
+                if len(bound) < len(listen):
+                    raise P2PError(
+                        f"cannot listen on {', '.join(self.config.p2p.listen)} (bound only {len(bound)} of "
+                        f"{len(listen)}; is the port in use?); choose another --listen address"
+                    )
                 self.log.info("libp2p host %s listening on %s", self.peer_id, ", ".join(self.listen_addrs()))
                 task_status.started()
                 await trio.sleep_forever()

@@ -128,3 +128,22 @@ def test_roles_from_environment_and_json_logs(daemon_factory):
     first = node.log_path.read_text().splitlines()[0]
     entry = json.loads(first)
     assert {"ts", "level", "service", "msg"} <= set(entry)
+
+
+def test_listen_port_in_use_stops_the_node_with_a_named_crash(tmp_path):
+    import socket
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    try:
+        out = run_cli(
+            "start", "--data-dir", str(tmp_path / "n"), "--light-kdf", "--chain", "none",
+            "--listen", f"/ip4/127.0.0.1/tcp/{port}", timeout=30,
+        )
+    finally:
+        blocker.close()
+    assert out.returncode == 1, out
+    assert "service 'p2p' crashed" in out.stderr and str(port) in out.stderr
+    assert not (tmp_path / "n" / "admin.sock").exists()
