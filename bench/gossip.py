@@ -33,7 +33,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.daemon import DaemonProcess, daemon_env, dainode_cmd, free_port  # noqa: E402
+from dainode.localnet import DaemonProcess, daemon_env, dainode_cmd, free_port  # noqa: E402
 
 TOPIC = "/dai/1/offers"
 RECENT_LIMIT = 256

@@ -1,0 +1,168 @@
+"""Run dainode daemons as child processes on this machine (demo, local testnet, benchmarks, tests); stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dainode.admin.client import AdminClient, socket_path
+from dainode.errors import NodeNotRunningError
+
+PASSWORD = "localnet-password"
+
+
+def daemon_env(**extra: str) -> dict[str, str]:
+    """The caller's environment without its DAINODE_* settings (each node gets its own), plus a keystore password."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAINODE_")}
+    env["DAINODE_PASSWORD"] = PASSWORD
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def dainode_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dainode", *args]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Run a one-shot CLI command (not the daemon) and capture its output."""
+    return subprocess.run(dainode_cmd(*args), env=env or daemon_env(), capture_output=True, text=True, timeout=timeout)
+
+
+class DaemonProcess:
+    """One `dainode start` child process with its own data dir and log file; `stop()` always reaps it."""
+
+    def __init__(
+        self,
+        base_dir: Path,
+        name: str,
+        *,
+        roles: list[str] | None = None,
+        chain: str = "none",
+        bootstrap: list[str] | None = None,
+        listen: str = "/ip4/127.0.0.1/tcp/0",
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ):
+        self.name = name
+        self.data_dir = Path(base_dir) / name
+        self.roles = roles  # None: no --roles flag (config file/environment decide)
+        self.chain = chain
+        self.bootstrap = bootstrap or []
+        self.listen = listen
+        self.extra_args = extra_args or []
+        self.env = daemon_env(**(env or {}))
+        self.proc: subprocess.Popen | None = None
+        self.log_path = Path(base_dir) / f"{name}.log"
+        self.info: dict[str, Any] = {}
+
+    def args(self) -> list[str]:
+        args = [
+            "start",
+            "--data-dir", str(self.data_dir),
+            "--listen", self.listen,
+            "--chain", self.chain,
+            "--light-kdf",
+            "--log-level", "debug" if os.environ.get("DAINODE_TEST_DEBUG") else "info",
+        ]
+        if self.roles is not None:
+            args += ["--roles", ",".join(self.roles)]
+        for addr in self.bootstrap:
+            args += ["--bootstrap", addr]
+        return args + self.extra_args
+
+    def start(self, timeout: float = 60.0) -> "DaemonProcess":
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(dainode_cmd(*self.args()), env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"daemon {self.name} exited with {self.proc.returncode} during start:\n{self.log_tail()}")
+            try:
+                self.info = self.rpc("node_info")
+                return
+            except (NodeNotRunningError, OSError, ValueError):
+                time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"daemon {self.name} not ready after {timeout} s:\n{self.log_tail()}")
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def multiaddr(self) -> str:
+        return self.info["listen_addrs"][0]
+
+    @property
+    def socket(self) -> Path:
+        return socket_path(self.data_dir)
+
+    def rpc(self, method: str, *args: Any, timeout: float = 60.0, **params: Any) -> Any:
+        with AdminClient(self.socket, timeout=timeout) as client:
+            return client.call(method, list(args) if args else (params or None))
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def signal(self, signum: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signum)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; always reaps the child. Returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL (a crash): no clean-up runs in the daemon."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raw_request(sock_path: Path, line: bytes, timeout: float = 10.0) -> dict | list:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(str(sock_path))
+        s.sendall(line + b"\n")
+        return json.loads(s.makefile("rb").readline())
+    finally:
+        s.close()
