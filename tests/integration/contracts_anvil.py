@@ -111,7 +111,8 @@ def decode_revert(abi: list[dict], data: str) -> Reverted:
     if raw[:4] not in table:
         raise AssertionError(f"revert data {data!r} is not a custom error of this contract")
     name, types = table[raw[:4]]
-    return Reverted(name, tuple(eth_abi.decode(types, raw[4:])))
+    values = eth_abi.decode(types, raw[4:])
+    return Reverted(name, tuple(Web3.to_checksum_address(v) if t == "address" else v for t, v in zip(types, values)))
 
 
 def send(contract: Contract, fn: str, *args, sender: str, value: int = 0) -> dict:
@@ -138,3 +139,27 @@ def send(contract: Contract, fn: str, *args, sender: str, value: int = 0) -> dic
     rcpt = w3.eth.wait_for_transaction_receipt(h, timeout=30)
     assert rcpt["status"] == 1, f"{fn} was estimated fine but reverted on chain"
     return rcpt
+
+
+def gas_cost(rcpt: dict) -> int:
+    """Wei the sender paid for a mined transaction."""
+    return rcpt["gasUsed"] * rcpt["effectiveGasPrice"]
+
+
+def events(contract: Contract, rcpt: dict, name: str) -> list[dict]:
+    """Decoded `name` events of `contract` in a receipt, as plain dicts of their args."""
+    ev = getattr(contract.events, name)()
+    abi = next(i for i in contract.abi if i["type"] == "event" and i["name"] == name)
+    topic = keccak(text=f"{name}({','.join(i['type'] for i in abi['inputs'])})")
+    # Only this event's logs: process_receipt would warn about every other event in the receipt.
+    mine = [log for log in rcpt["logs"] if log["address"] == contract.address and bytes(log["topics"][0]) == topic]
+    return [dict(ev.process_log(log)["args"]) for log in mine]
+
+
+def anvil_fixture(tmp_path_factory):
+    """Module-scoped anvil (import as a fixture); stopped by PID at teardown, also on failure."""
+    a = Anvil(tmp_path_factory.mktemp("anvil") / "anvil.log")
+    try:
+        yield a
+    finally:
+        a.stop()
