@@ -1,0 +1,63 @@
+"""`dainode start --chain dev` as a real daemon: anvil spawned, contracts deployed, CLI, and anvil gone after stop."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import psutil
+
+from tests.integration.daemon import run_cli
+
+
+def eth(url: str, method: str, *params):
+    return httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}, timeout=10).json()["result"]
+
+
+def test_dev_chain_daemon_deploys_and_cleans_up(daemon_factory):
+    node = daemon_factory("dev", chain="dev").start(timeout=90)
+    out = run_cli("chain", "info", "--json", "--data-dir", str(node.data_dir))
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["chain_id"] == 31337 and info["account"] == node.info["address"]
+    assert sorted(info["contracts"]) == ["DataTransfer", "Registry", "TrainingTask"]
+    for name, address in info["contracts"].items():
+        assert len(eth(info["endpoint"], "eth_getCode", address, "latest")) > 2, f"no code at {name}"
+    deployment = json.loads((node.data_dir / "deployment.json").read_text())
+    assert deployment["contracts"] == info["contracts"] and deployment["chain_id"] == 31337
+    anvil = psutil.Process(info["anvil_pid"])
+    assert anvil.ppid() == node.pid and "anvil" in anvil.name()
+
+    human = run_cli("chain", "info", "--data-dir", str(node.data_dir))
+    assert human.returncode == 0 and info["contracts"]["Registry"] in human.stdout
+    acct = run_cli("account", "--json", "--data-dir", str(node.data_dir))
+    assert acct.returncode == 0, acct.stderr
+    bal = json.loads(acct.stdout)
+    assert bal["address"] == node.info["address"] and int(bal["wei"]) > 0  # funded by the dev chain
+
+    # Verified state over admin RPC: the Registry's code is proven against the header's stateRoot.
+    proven = node.rpc("chain_verify_state", address=info["contracts"]["Registry"], slots=[0])
+    assert proven["verified"] and proven["account"]["has_code"]
+    bad = run_cli("rpc", "chain_balance", '{"address": "0x123"}', "--data-dir", str(node.data_dir))
+    assert bad.returncode == 1 and "not an Ethereum address" in bad.stderr
+
+    assert node.stop() == 0, node.log_tail()
+    assert not anvil.is_running() or anvil.status() == psutil.STATUS_ZOMBIE
+
+    # A restart reuses the chain state and the deployment instead of deploying again.
+    again = daemon_factory("dev", chain="dev").start(timeout=90)
+    info2 = again.rpc("chain_info")
+    assert info2["contracts"] == info["contracts"] and info2["anvil_pid"] != info["anvil_pid"]
+    again.stop()
+    assert not psutil.pid_exists(info2["anvil_pid"]) or psutil.Process(info2["anvil_pid"]).status() == psutil.STATUS_ZOMBIE
+
+
+def test_unreachable_chain_endpoint_stops_the_node_with_a_clear_error(daemon_factory):
+    from tests.integration.daemon import free_port
+
+    node = daemon_factory("down", chain=f"http://127.0.0.1:{free_port()}")
+    try:
+        node.start(timeout=30)
+        raise AssertionError("the node started although its chain endpoint is down")
+    except RuntimeError as exc:
+        assert "unreachable" in str(exc) and "chain.endpoint" in str(exc)
