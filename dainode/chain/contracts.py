@@ -77,6 +77,14 @@ def _split_tuple(inner: str) -> list[str]:
     return parts
 
 
+def _check_fixed_bytes(what: str, types: list[str], args: tuple) -> None:
+    """eth-abi right-pads short values for bytesN; a 20-byte value passed as a 32-byte CID digest
+    would then be silently wrong on chain, so demand the exact length."""
+    for pos, (t, v) in enumerate(zip(types, args)):
+        if t.startswith("bytes") and t[5:].isdigit() and isinstance(v, (bytes, bytearray)) and len(v) != int(t[5:]):
+            raise ChainError(f"argument {pos} of {what} is {t} but has {len(v)} bytes; pass exactly {t[5:]} bytes")
+
+
 @dataclass(frozen=True)
 class Event:
     """One decoded contract log. `removed` is True when a reorg took it back out of the chain."""
@@ -170,6 +178,7 @@ class Contract:
     def encode_call(self, fn_name: str, *args: Any) -> bytes:
         item = self.function(fn_name, len(args))
         types = [abi_type(i) for i in item.get("inputs", [])]
+        _check_fixed_bytes(f"{self.name}.{fn_name}", types, args)
         try:
             return keccak(text=signature(item))[:4] + eth_abi.encode(types, list(args))
         except (EncodingError, TypeError, ValueError, OverflowError) as exc:

@@ -68,8 +68,12 @@ class RpcClient:
     after `retries` attempts ChainUnavailable says which endpoint is down. Error objects from
     the endpoint become ChainRpcError (never retried: the endpoint answered)."""
 
-    def __init__(self, url: str, *, timeout: float = 10.0, retries: int = 4, backoff_s: float = 0.1, backoff_max_s: float = 2.0):
+    def __init__(
+        self, url: str, *, timeout: float = 10.0, retries: int = 4, backoff_s: float = 0.1, backoff_max_s: float = 2.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
         self.url = url
+        self.transport = transport
         self.timeout = timeout
         self.retries = retries
         self.backoff_s = backoff_s
@@ -87,7 +91,9 @@ class RpcClient:
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             # One pooled connection set per client; keep-alive is what makes calls ~1 ms.
-            self._client = httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(max_connections=32))
+            self._client = httpx.AsyncClient(
+                timeout=self.timeout, limits=httpx.Limits(max_connections=32), transport=self.transport
+            )
         return self._client
 
     async def aclose(self) -> None:
