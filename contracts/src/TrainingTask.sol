@@ -95,6 +95,7 @@ contract TrainingTask {
     error DeadlineNotPassed(uint256 taskId, uint40 deadline);
     error InvalidParty(address party);
     error TooManyMatches(uint256 taskId);
+    error PriceTooLarge(uint256 price);
     error InsufficientPool(uint256 taskId, uint256 needed, uint256 available);
     error UnknownMatch(uint256 taskId, uint256 matchId);
     error AlreadySubmitted(uint256 taskId, uint256 matchId, uint16 round);
@@ -170,10 +171,11 @@ contract TrainingTask {
         if (ms.length >= MAX_MATCHES) revert TooManyMatches(taskId);
         uint256 available = t.pool - t.committed;
         if (price > available) revert InsufficientPool(taskId, price, available);
-        if (price > type(uint96).max) revert InsufficientPool(taskId, price, type(uint96).max);
+        if (price > type(uint96).max) revert PriceTooLarge(price);
         t.committed += uint128(price); // <= pool, which fits in uint128
         matchId = ms.length;
-        ms.push(
+        // Pushed through the mapping (not the `ms` alias) so static analysis sees the write.
+        _matches[taskId].push(
             Match({
                 dataProvider: dataProvider,
                 price: uint96(price), // checked above
@@ -229,7 +231,7 @@ contract TrainingTask {
         if (dataProviders.length != amounts.length) revert LengthMismatch(dataProviders.length, amounts.length);
         uint256 pool = t.pool;
         uint256 dataBudget = pool - t.committed;
-        uint256 dataTotal;
+        uint256 dataTotal = 0;
         // Effects first: the task is final before any credit (nothing is transferred here anyway).
         t.state = State.Finished;
         t.pool = 0;
