@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dainode.cli.common import add_data_dir_arg, print_json, print_table, rpc_call
+from dainode.cli.common import CommandFailed, add_data_dir_arg, print_json, print_table, rpc_call
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +21,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.set_defaults(func=cmd_chain_info)
 
 
+def _chain_call(args: argparse.Namespace, method: str):
+    try:
+        return rpc_call(args, method)
+    except CommandFailed as exc:
+        if "code -32601" in str(exc):
+            raise CommandFailed(
+                "the running node has no chain service (it was started with --chain none); restart it with --chain dev or an RPC URL"
+            ) from None
+        raise
+
+
 def cmd_account(args: argparse.Namespace) -> int:
-    bal = rpc_call(args, "chain_balance")
+    bal = _chain_call(args, "chain_balance")
     if args.json:
         print_json(bal)
         return 0
@@ -31,7 +42,7 @@ def cmd_account(args: argparse.Namespace) -> int:
 
 
 def cmd_chain_info(args: argparse.Namespace) -> int:
-    info = rpc_call(args, "chain_info")
+    info = _chain_call(args, "chain_info")
     if args.json:
         print_json(info)
         return 0

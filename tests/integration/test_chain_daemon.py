@@ -61,3 +61,41 @@ def test_unreachable_chain_endpoint_stops_the_node_with_a_clear_error(daemon_fac
         raise AssertionError("the node started although its chain endpoint is down")
     except RuntimeError as exc:
         assert "unreachable" in str(exc) and "chain.endpoint" in str(exc)
+
+
+def test_url_endpoint_with_a_deployment_file(daemon_factory, tmp_path):
+    import trio
+
+    from tests.integration.chain_env import AnvilProcess, deploy_all, make_client
+    from dainode.chain.devchain import write_deployment
+
+    anvil = AnvilProcess(tmp_path).start()
+    try:
+        async def deploy():
+            client = make_client(anvil.url)
+            try:
+                deployed = await deploy_all(client)
+            finally:
+                await client.rpc.aclose()
+            return {"chain_id": 31337, "block": 1, "contracts": {n: deployed[n].address for n in deployed.names()}}
+
+        deployment = trio.run(deploy)
+        missing = daemon_factory("nofile", chain=anvil.url, env={"DAINODE_CHAIN_DEPLOYMENT_FILE": str(tmp_path / "absent.json")})
+        try:
+            missing.start(timeout=30)
+            raise AssertionError("started without a deployment file")
+        except RuntimeError as exc:
+            assert "absent.json does not exist" in str(exc)
+
+        write_deployment(tmp_path / "deployment.json", deployment)
+        node = daemon_factory("url", chain=anvil.url, env={"DAINODE_CHAIN_DEPLOYMENT_FILE": str(tmp_path / "deployment.json")}).start()
+        info = node.rpc("chain_info")
+        assert info["contracts"] == deployment["contracts"] and info["dev"] is False and info["endpoint"] == anvil.url
+        assert int(node.rpc("chain_balance")["wei"]) == 0  # a fresh node account on a real endpoint is not funded
+        node.stop()
+
+        plain = daemon_factory("nochain").start()
+        out = run_cli("account", "--data-dir", str(plain.data_dir))
+        assert out.returncode == 1 and "--chain none" in out.stderr
+    finally:
+        anvil.stop()
