@@ -109,6 +109,7 @@ class EventWatcher:
         self.ws_connected = False
         self.reorgs = 0
         self.delivered = 0
+        self.errors = 0
         self._subs: list[tuple[str | None, trio.MemorySendChannel]] = []
         self._wake = trio.Event()
         self._synced = trio.Condition()
@@ -151,8 +152,11 @@ class EventWatcher:
             try:
                 await self.sync_once()
                 backoff = 0.2
-            except ChainError as exc:
-                log.warning("event watcher: %s; retrying in %.1f s from block %s", exc, backoff, self.cursor.block)
+            except (ChainError, KeyError, TypeError, ValueError) as exc:
+                # KeyError/TypeError/ValueError: a malformed reply from the endpoint; it is not
+                # trusted, so it must not take the node down — retry as after an outage.
+                self.errors += 1
+                log.warning("event watcher: %s: %s; retrying in %.1f s from block %s", type(exc).__name__, exc, backoff, self.cursor.block)
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, self.backoff_max_s)
                 continue

@@ -153,3 +153,28 @@ async def test_cursor_keeps_a_bounded_window_and_rejects_damage(tmp_path):
     with pytest.raises(ChainError, match="damaged"):
         Cursor(tmp_path / "c.json").load()
     assert not Cursor(tmp_path / "absent.json").load()
+
+
+async def test_malformed_replies_and_outages_are_retried_not_fatal():
+    import trio
+
+    chain = FakeChain()
+    chain.mine(1)
+    real_call = chain.call
+    bad = {"n": 3}
+
+    async def flaky(method, *params):
+        if method == "eth_getBlockByNumber" and bad["n"] > 0:
+            bad["n"] -= 1
+            return {"number": params[0]} if bad["n"] % 2 else "not a header"  # missing fields, then a wrong type
+        return await real_call(method, *params)
+
+    chain.call = flaky
+    w = EventWatcher(chain, CONTRACTS, cursor_path=None, start_block=1, poll_interval_s=0.01, backoff_max_s=0.01)
+    chan = w.subscribe()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as n:
+            await n.start(w.run)
+            ev = await chan.receive()
+            n.cancel_scope.cancel()
+    assert ev.args["offerId"] == 1 and w.errors >= 1
