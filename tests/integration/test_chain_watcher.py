@@ -127,7 +127,8 @@ async def test_watcher_and_client_survive_an_endpoint_restart(tmp_path):
     try:
         client = make_client(node.url)
         await deploy_all(client)
-        watcher = watcher_for(client, node.url, tmp_path / "cursor.json", start_block=1)
+        # Slow polling: prompt delivery after the restart needs the websocket to come back.
+        watcher = watcher_for(client, node.url, tmp_path / "cursor.json", start_block=1, poll=60)
         chan = watcher.subscribe("Registry")
         async with trio.open_nursery() as nursery:
             await nursery.start(watcher.run)
@@ -143,6 +144,7 @@ async def test_watcher_and_client_survive_an_endpoint_restart(tmp_path):
 
             after, _ = await register(client, 402)
             got = await next_events(chan, 1)
+            assert watcher.ws_connected
             nursery.cancel_scope.cancel()
         assert got[0].tx_hash == after.tx_hash and not got[0].removed
         assert watcher.reorgs == 0, "the reloaded chain keeps its block hashes; nothing was re-delivered"

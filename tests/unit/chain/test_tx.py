@@ -65,3 +65,25 @@ def test_revert_data_is_found_in_both_endpoint_shapes():
     assert revert_data(ChainRpcError("eth_call", 3, "execution reverted", "0x1234")) == b"\x12\x34"
     assert revert_data(ChainRpcError("eth_call", 3, "execution reverted", {"data": "0xab"})) == b"\xab"
     assert revert_data(ChainRpcError("eth_call", -32000, "boom", None)) is None
+
+
+async def test_receipt_timeout_is_an_error_and_resyncs_the_nonce():
+    from eth_account import Account
+
+    from dainode.chain.nonce import NonceManager
+    from dainode.chain.signer import Signer
+    from dainode.chain.tx import TxManager
+
+    class NeverMined:
+        async def call(self, method, *params):
+            return {"eth_getTransactionCount": "0x4", "eth_getTransactionReceipt": None}[method]
+
+    rpc = NeverMined()
+    signer = Signer(Account.create())
+    nonces = NonceManager(rpc, signer.address)
+    assert await nonces.peek() == 4
+    tx = TxManager(rpc, signer, nonces, CONTRACTS, chain_id=1, receipt_timeout_s=0.05)
+    with pytest.raises(ChainError, match="no receipt after 0.05 s"):
+        await tx.wait_receipt("0xabc")
+    assert nonces._next is None  # the next send asks the chain again: the tx may have been dropped
+    assert signer.address in repr(signer) and "key" not in repr(signer).lower()
