@@ -44,7 +44,6 @@ contract TrainingTask {
     uint256 public nextTaskId;
     mapping(uint256 taskId => Task) private _tasks;
     mapping(uint256 taskId => Match[]) private _matches;
-    mapping(uint256 taskId => mapping(address dataProvider => bool)) public isMatchedDataProvider;
     /// Credited payouts, claimed with withdraw().
     mapping(address account => uint256) public balances;
 
@@ -101,8 +100,7 @@ contract TrainingTask {
     error AlreadySubmitted(uint256 taskId, uint256 matchId, uint16 round);
     error TrainingComplete(uint256 taskId);
     error RoundsNotComplete(uint256 taskId, uint16 round, uint16 rounds);
-    error LengthMismatch(uint256 accounts, uint256 amounts);
-    error NotMatchedDataProvider(uint256 taskId, address account);
+    error LengthMismatch(uint256 matches, uint256 rewards);
     error NothingToWithdraw(address account);
     error TransferFailed(address account, uint256 amount);
 
@@ -184,7 +182,6 @@ contract TrainingTask {
                 lastRound: 0
             })
         );
-        isMatchedDataProvider[taskId][dataProvider] = true;
         emit MatchRecorded(taskId, matchId, dataProvider, computeProvider, price);
     }
 
@@ -219,29 +216,31 @@ contract TrainingTask {
         emit GlobalModelPublished(taskId, round, cid, codec);
     }
 
-    /// After the last round: post the data providers' rewards (wei); compute providers earn
-    /// price * roundsSubmitted / rounds; the rest goes back to the model provider. All credited.
-    function finishTask(uint256 taskId, address[] calldata dataProviders, uint256[] calldata amounts)
-        external
-        onlyModelProvider(taskId)
-    {
+    /// After the last round: post the reward split. `dataRewards[i]` (wei) goes to the data
+    /// provider of match i (one entry per match, so only matched data providers can be paid);
+    /// compute providers earn price * roundsSubmitted / rounds; the rest returns to the model
+    /// provider. Everything is credited for withdraw().
+    function finishTask(uint256 taskId, uint256[] calldata dataRewards) external onlyModelProvider(taskId) {
         Task storage t = _tasks[taskId];
         if (t.state != State.Open) revert WrongState(taskId, t.state);
         if (t.round < t.rounds) revert RoundsNotComplete(taskId, t.round, t.rounds);
-        if (dataProviders.length != amounts.length) revert LengthMismatch(dataProviders.length, amounts.length);
+        Match[] storage ms = _matches[taskId];
+        uint256 n = ms.length;
+        if (dataRewards.length != n) revert LengthMismatch(n, dataRewards.length);
         uint256 pool = t.pool;
         uint256 dataBudget = pool - t.committed;
         uint256 dataTotal = 0;
         // Effects first: the task is final before any credit (nothing is transferred here anyway).
         t.state = State.Finished;
         t.pool = 0;
-        for (uint256 i; i < dataProviders.length; ++i) {
-            address dp = dataProviders[i];
-            if (!isMatchedDataProvider[taskId][dp]) revert NotMatchedDataProvider(taskId, dp);
-            dataTotal += amounts[i];
+        for (uint256 i; i < n; ++i) {
+            uint256 amount = dataRewards[i];
+            if (amount == 0) continue;
+            dataTotal += amount;
             if (dataTotal > dataBudget) revert InsufficientPool(taskId, dataTotal, dataBudget);
-            balances[dp] += amounts[i];
-            emit RewardCredited(taskId, dp, amounts[i], false);
+            address dp = ms[i].dataProvider;
+            balances[dp] += amount;
+            emit RewardCredited(taskId, dp, amount, false);
         }
         uint256 computeTotal = _creditCompute(taskId, t.rounds);
         uint256 refund = pool - dataTotal - computeTotal;

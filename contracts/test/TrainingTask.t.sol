@@ -81,11 +81,10 @@ contract TrainingTaskFuzz is TestBase {
         uint256 budget = p - price1 - price2;
         share1 = bound(share1, 0, budget);
         share2 = bound(share2, 0, budget - share1);
-        address[] memory dps = new address[](2);
         uint256[] memory amts = new uint256[](2);
-        (dps[0], dps[1], amts[0], amts[1]) = (DP1, DP2, share1, share2);
+        (amts[0], amts[1]) = (share1, share2);
         vm.prank(MP);
-        tt.finishTask(id, dps, amts);
+        tt.finishTask(id, amts);
         uint256 cp2Earned = (price2 * done2) / r;
         assertEq(tt.balances(DP1), share1, "dp1 share");
         assertEq(tt.balances(DP2), share2, "dp2 share");
@@ -106,12 +105,11 @@ contract TrainingTaskFuzz is TestBase {
         vm.prank(MP);
         tt.publishGlobalModel(id, bytes32(uint256(9)), 0x55);
         uint256 amt = p + bound(over, 1, 1e30);
-        address[] memory dps = new address[](1);
         uint256[] memory amts = new uint256[](1);
-        (dps[0], amts[0]) = (DP1, amt);
+        amts[0] = amt;
         vm.prank(MP);
         vm.expectRevert(abi.encodeWithSelector(TrainingTask.InsufficientPool.selector, id, amt, p));
-        tt.finishTask(id, dps, amts);
+        tt.finishTask(id, amts);
     }
 
     /// Abandoned task: compute work is paid per round, the model provider gets the rest, nothing is lost.

@@ -77,8 +77,6 @@ def test_full_task_credits_every_party_and_withdrawals_pay_them(env):
     assert tt.functions.matchCount(tid).call() == 2
     assert tuple(tt.functions.getMatch(tid, 1).call()) == (dp2, 2 * ETH, cp2, 0, 0)
     assert _task(env, tid)[6] == 3 * ETH  # committed to compute
-    assert tt.functions.isMatchedDataProvider(tid, dp1).call() is True
-    assert tt.functions.isMatchedDataProvider(tid, env["stranger"]).call() is False
 
     # Round 0: both compute providers submit; round 1: only cp1.
     rcpt = send(tt, "submitUpdate", tid, 0, UPD, RAW, sender=cp1)
@@ -89,7 +87,7 @@ def test_full_task_credits_every_party_and_withdrawals_pay_them(env):
     assert events(tt, rcpt, "GlobalModelPublished") == [{"taskId": tid, "round": 0, "cid": GLOBAL, "codec": RAW}]
     assert _task(env, tid)[3] == 1
     send(tt, "submitUpdate", tid, 0, UPD, RAW, sender=cp1)
-    _reverts("RoundsNotComplete", send, tt, "finishTask", tid, [dp1], [ETH], sender=mp)
+    _reverts("RoundsNotComplete", send, tt, "finishTask", tid, [ETH, 0], sender=mp)
     send(tt, "publishGlobalModel", tid, GLOBAL, RAW, sender=mp)
     assert tuple(tt.functions.getMatch(tid, 0).call()) == (dp1, ETH, cp1, 2, 2)
     assert tuple(tt.functions.getMatch(tid, 1).call()) == (dp2, 2 * ETH, cp2, 1, 1)
@@ -97,14 +95,13 @@ def test_full_task_credits_every_party_and_withdrawals_pay_them(env):
     _reverts("TrainingComplete", send, tt, "publishGlobalModel", tid, GLOBAL, RAW, sender=mp)
 
     # The split: data shares posted by the model provider; compute paid price * rounds done / rounds.
-    _reverts("NotModelProvider", send, tt, "finishTask", tid, [dp1], [ETH], sender=dp1)
-    e = _reverts("LengthMismatch", send, tt, "finishTask", tid, [dp1, dp2], [ETH], sender=mp)
+    # One reward per match (so only matched data providers can be paid).
+    _reverts("NotModelProvider", send, tt, "finishTask", tid, [ETH, ETH], sender=dp1)
+    e = _reverts("LengthMismatch", send, tt, "finishTask", tid, [ETH], sender=mp)
     assert e.args == (2, 1)
-    e = _reverts("NotMatchedDataProvider", send, tt, "finishTask", tid, [env["stranger"]], [ETH], sender=mp)
-    assert e.args == (tid, env["stranger"])
-    e = _reverts("InsufficientPool", send, tt, "finishTask", tid, [dp1, dp2], [5 * ETH, 3 * ETH], sender=mp)
+    e = _reverts("InsufficientPool", send, tt, "finishTask", tid, [5 * ETH, 3 * ETH], sender=mp)
     assert e.args == (tid, 8 * ETH, 7 * ETH)  # 10 pool - 3 committed to compute
-    rcpt = send(tt, "finishTask", tid, [dp1, dp2], [3 * ETH, 1 * ETH], sender=mp)
+    rcpt = send(tt, "finishTask", tid, [3 * ETH, 1 * ETH], sender=mp)
     assert events(tt, rcpt, "TaskFinished") == [
         {"taskId": tid, "dataTotal": 4 * ETH, "computeTotal": 2 * ETH, "refund": 4 * ETH}]
     assert events(tt, rcpt, "RewardCredited") == [
@@ -116,7 +113,7 @@ def test_full_task_credits_every_party_and_withdrawals_pay_them(env):
     assert _task(env, tid)[4:6] == (FINISHED, 0)
     expected = {dp1: 3 * ETH, dp2: ETH, cp1: ETH, cp2: ETH, mp: 4 * ETH}
     assert {a: tt.functions.balances(a).call() for a in expected} == expected
-    _reverts("WrongState", send, tt, "finishTask", tid, [], [], sender=mp)
+    _reverts("WrongState", send, tt, "finishTask", tid, [0, 0], sender=mp)
     _reverts("WrongState", send, tt, "recordMatch", tid, dp1, cp1, 0, sender=mp)
     _reverts("WrongState", send, tt, "refundAbandoned", tid, sender=mp)
 
@@ -144,6 +141,11 @@ def test_record_match_reverts(env):
     send(tt, "recordMatch", tid, dp1, cp1, 2 * ETH, sender=mp)
     e = _reverts("InsufficientPool", send, tt, "recordMatch", tid, dp1, cp1, 2 * ETH, sender=mp)
     assert e.args == (tid, 2 * ETH, ETH)
+    # A price must fit the uint96 it is packed into, even when the pool is larger.
+    env["w3"].provider.make_request("anvil_setBalance", [mp, hex(2**100)])
+    big, _, _ = _open(env, pool=2**97)
+    e = _reverts("PriceTooLarge", send, tt, "recordMatch", big, dp1, cp1, 2**96, sender=mp)
+    assert e.args == (2**96,)
 
 
 def test_too_many_matches(env):
@@ -187,7 +189,7 @@ def test_abandoned_task_pays_compute_work_and_refunds_the_rest(env):
     assert e.args == (tid, deadline)
     _reverts("DeadlinePassed", send, tt, "publishGlobalModel", tid, GLOBAL, RAW, sender=mp)
     _reverts("DeadlinePassed", send, tt, "recordMatch", tid, env["dp1"], cp1, 0, sender=mp)
-    _reverts("RoundsNotComplete", send, tt, "finishTask", tid, [], [], sender=mp)
+    _reverts("RoundsNotComplete", send, tt, "finishTask", tid, [0, 0], sender=mp)
     mp_before = tt.functions.balances(mp).call()
     cp1_before = tt.functions.balances(cp1).call()
     rcpt = send(tt, "refundAbandoned", tid, sender=env["stranger"])  # anyone may trigger it
