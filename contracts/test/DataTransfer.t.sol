@@ -92,6 +92,41 @@ contract DataTransferFuzz is TestBase {
         }
     }
 
+    /// provideData: accepted strictly before the expiration time, refused from it on (exact boundary).
+    function testFuzz_provideOnlyBeforeExpiry(uint256 wait) public {
+        wait = bound(wait, 0, 2 * uint256(DURATION));
+        uint256 id = _init(1 ether);
+        uint64 expiry = dt.expirationTime(id);
+        vm.warp(block.timestamp + wait);
+        if (block.timestamp >= expiry) {
+            vm.prank(PROVIDER);
+            vm.expectRevert(abi.encodeWithSelector(DataTransfer.Expired.selector, id, expiry));
+            dt.provideData(id, bytes32(uint256(3)), 0x55, bytes32(uint256(4)), 0x70);
+        } else {
+            _provide(id);
+            assertTrue(dt.trade(id).state == DataTransfer.State.Provided, "provided");
+        }
+    }
+
+    /// The exact boundaries: provide at expiry-1 works, at expiry fails; cancel at expiry works.
+    function test_expiryBoundaries() public {
+        uint256 a = _init(1 ether);
+        uint256 b = _init(1 ether);
+        uint64 expiry = dt.expirationTime(a);
+        vm.warp(expiry - 1);
+        _provide(a);
+        vm.prank(CONSUMER);
+        vm.expectRevert(abi.encodeWithSelector(DataTransfer.NotExpired.selector, b, expiry));
+        dt.cancel(b);
+        vm.warp(expiry);
+        vm.prank(PROVIDER);
+        vm.expectRevert(abi.encodeWithSelector(DataTransfer.Expired.selector, b, expiry));
+        dt.provideData(b, bytes32(uint256(3)), 0x55, bytes32(uint256(4)), 0x70);
+        vm.prank(CONSUMER);
+        dt.cancel(b);
+        assertTrue(dt.trade(b).state == DataTransfer.State.Refunded, "refunded at expiry");
+    }
+
     /// Forceful paths: exactly one side is paid, exactly once, and only on request.
     function testFuzz_forcefulPaysOneSideOnce(uint256 amount, bool refund, bool provided) public {
         amount = bound(amount, 1, type(uint96).max);
