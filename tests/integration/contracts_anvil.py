@@ -122,12 +122,8 @@ def send(contract: Contract, fn: str, *args, sender: str, value: int = 0) -> dic
     so the decoded error comes from the node, not from a guess.
     """
     w3 = contract.w3
-    call = getattr(contract.functions, fn)(*args)
-    tx = call.build_transaction({"from": sender, "value": value, "gas": 5_000_000})
-    tx.pop("gas")
-    for k in ("maxFeePerGas", "maxPriorityFeePerGas", "nonce", "chainId"):
-        tx.pop(k, None)
-    tx_json = {"from": tx["from"], "to": tx["to"], "data": tx["data"], "value": hex(value)}
+    tx_json = {"from": sender, "to": contract.address, "data": contract.encode_abi(fn, args=list(args)),
+               "value": hex(value)}
     resp = w3.provider.make_request("eth_estimateGas", [tx_json, "pending"])
     if "error" in resp:
         data = resp["error"].get("data")

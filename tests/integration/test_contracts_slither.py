@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +26,7 @@ def _slither(tmp_path: Path, sources: list[str], cwd: Path) -> list[dict]:
         [str(SLITHER), str(inp), "--compile-force-framework", "solc-json", "--solc", str(WRAPPER),
          "--json", str(out)],
         capture_output=True, text=True, cwd=cwd, timeout=600,
+        env={**os.environ, "PYTHON": sys.executable},  # interpreter for .venv-slither if it must be built
     )
     assert out.exists(), f"slither produced no report (rc {proc.returncode}): {proc.stderr[-3000:]}"
     report = json.loads(out.read_text())
