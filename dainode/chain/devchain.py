@@ -74,7 +74,7 @@ class DevChain:
         self.state_file = state_file
         self.block_time = block_time
         self.extra_args = extra_args or []
-        self.proc: trio.Process | None = None
+        self.proc: subprocess.Popen | None = None
         self.log_path = self.dir / "anvil.log"
 
     @property
@@ -100,10 +100,16 @@ class DevChain:
             raise ChainError("this dev chain is already running")
         if self.port is None:
             self.port = free_port()
+        # Popen in *this* thread, not trio.lowlevel.open_process: that forks from a worker
+        # thread, and PR_SET_PDEATHSIG fires when the forking thread exits — trio retires idle
+        # worker threads after 10 s, which would SIGTERM anvil 10 s after start.
         with open(self.log_path, "ab") as out:
-            self.proc = await trio.lowlevel.open_process(
-                self.args(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
-            )
+            try:
+                self.proc = subprocess.Popen(
+                    self.args(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+                )
+            except OSError as exc:
+                raise ChainError(f"cannot start anvil: {exc}") from None
         try:
             await self._wait_ready(timeout)
         except BaseException:
@@ -112,12 +118,21 @@ class DevChain:
         log.info("dev chain: anvil pid %d on %s", self.proc.pid, self.url)
         return self.url
 
+    async def wait(self) -> int:
+        """Wait until anvil exits (for supervision); returns its status."""
+        proc = self.proc
+        if proc is None:
+            raise ChainError("the dev chain is not running")
+        while proc.poll() is None:
+            await trio.sleep(0.2)
+        return proc.returncode
+
     async def _wait_ready(self, timeout: float) -> None:
         probe = RpcClient(self.url, timeout=2.0, retries=0)
         deadline = time.monotonic() + timeout
         try:
             while True:
-                if self.proc.returncode is not None or self.proc.poll() is not None:
+                if self.proc.poll() is not None:
                     raise ChainError(f"anvil exited with status {self.proc.returncode} during start; see {self.log_path}:\n{self._log_tail()}")
                 try:
                     await probe.call("eth_chainId")
@@ -141,14 +156,15 @@ class DevChain:
         if proc is None:
             return None
         with trio.CancelScope(shield=True):
-            if proc.returncode is None:
+            if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-                with trio.move_on_after(timeout):
-                    await proc.wait()
-                if proc.returncode is None:
+                deadline = time.monotonic() + timeout
+                while proc.poll() is None and time.monotonic() < deadline:
+                    await trio.sleep(0.02)
+                if proc.poll() is None:
                     log.warning("anvil pid %d ignored SIGTERM for %.0f s; killing it", proc.pid, timeout)
                     proc.kill()
-                    await proc.wait()
+                    await trio.to_thread.run_sync(proc.wait)
         log.info("dev chain: anvil pid %d stopped (status %s)", proc.pid, proc.returncode)
         return proc.returncode
 

@@ -76,6 +76,8 @@ class ChainService(Service):
             self.rpc = RpcClient(self.endpoint)
             await self._connect()
             async with trio.open_nursery() as nursery:
+                if self.dev is not None:
+                    nursery.start_soon(self._supervise_dev)
                 await nursery.start(self.watcher.run)
                 self.log.info(
                     "chain ready: chain id %d at %s, account %s, contracts %s",
@@ -89,6 +91,11 @@ class ChainService(Service):
                 await self.rpc.aclose()
             if self.dev is not None:
                 await self.dev.stop()
+
+    async def _supervise_dev(self) -> None:
+        """anvil dying under a running node would make every chain call fail: stop loudly instead."""
+        status = await self.dev.wait()
+        raise ChainError(f"the dev chain (anvil pid {self.dev.pid}) exited unexpectedly with status {status}; see {self.dev.log_path}")
 
     async def _connect(self) -> None:
         self.chain_id = to_int(await self.rpc.call("eth_chainId"))

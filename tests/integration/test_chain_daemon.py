@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 
 import httpx
 import psutil
@@ -15,6 +18,7 @@ def eth(url: str, method: str, *params):
 
 
 def test_dev_chain_daemon_deploys_and_cleans_up(daemon_factory):
+    started = time.monotonic()
     node = daemon_factory("dev", chain="dev").start(timeout=90)
     out = run_cli("chain", "info", "--json", "--data-dir", str(node.data_dir))
     assert out.returncode == 0, out.stderr
@@ -41,6 +45,11 @@ def test_dev_chain_daemon_deploys_and_cleans_up(daemon_factory):
     bad = run_cli("rpc", "chain_balance", '{"address": "0x123"}', "--data-dir", str(node.data_dir))
     assert bad.returncode == 1 and "not an Ethereum address" in bad.stderr
 
+    # Regression: anvil must outlive trio's idle worker threads (10 s); PR_SET_PDEATHSIG is
+    # bound to the thread that forked it, so it has to be spawned from the main thread.
+    time.sleep(max(0.0, 12.5 - (time.monotonic() - started)))
+    assert anvil.is_running() and node.rpc("chain_info")["head"] >= 3
+
     assert node.stop() == 0, node.log_tail()
     assert not anvil.is_running() or anvil.status() == psutil.STATUS_ZOMBIE
 
@@ -50,6 +59,23 @@ def test_dev_chain_daemon_deploys_and_cleans_up(daemon_factory):
     assert info2["contracts"] == info["contracts"] and info2["anvil_pid"] != info["anvil_pid"]
     again.stop()
     assert not psutil.pid_exists(info2["anvil_pid"]) or psutil.Process(info2["anvil_pid"]).status() == psutil.STATUS_ZOMBIE
+
+
+def test_dev_chain_death_stops_the_node_and_node_death_stops_anvil(daemon_factory):
+    node = daemon_factory("crash", chain="dev").start(timeout=90)
+    anvil = psutil.Process(node.rpc("chain_info")["anvil_pid"])
+    os.kill(anvil.pid, signal.SIGKILL)  # our test's grandchild, by PID
+    assert node.wait(timeout=30) == 1
+    assert "exited unexpectedly" in node.log_tail()
+
+    again = daemon_factory("crash", chain="dev").start(timeout=90)
+    anvil = psutil.Process(again.rpc("chain_info")["anvil_pid"])
+    again.kill()  # SIGKILL: no finally block runs in the node; the kernel must stop anvil
+    try:
+        anvil.wait(timeout=15)
+    except psutil.TimeoutExpired:
+        anvil.kill()
+        raise AssertionError("anvil outlived a SIGKILLed node")
 
 
 def test_unreachable_chain_endpoint_stops_the_node_with_a_clear_error(daemon_factory):
