@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.contracts_anvil import ZERO, Reverted, anvil_fixture, deploy, events, gas_cost, send
+from tests.integration.contracts_anvil import (
+    ZERO, Reverted, anvil_fixture, decode_revert, deploy, events, gas_cost, send,
+)
 
 anvil = pytest.fixture(scope="module")(anvil_fixture)
 
@@ -174,6 +176,10 @@ def test_submit_and_publish_reverts(env):
     _reverts("NotModelProvider", send, tt, "revealKey", tid, REVEAL, RAW, sender=cp1)
     _reverts("EmptyCid", send, tt, "revealKey", tid, bytes(32), RAW, sender=mp)
     _reverts("WrongState", send, tt, "submitUpdate", 999, 0, UPD, RAW, sender=cp1)
+    # The getMatch view names an unknown match too.
+    resp = env["w3"].provider.make_request(
+        "eth_call", [{"to": tt.address, "data": tt.encode_abi("getMatch", args=[tid, 1])}, "latest"])
+    assert decode_revert(tt.abi, resp["error"]["data"]) == Reverted("UnknownMatch", (tid, 1))
 
 
 def test_abandoned_task_pays_compute_work_and_refunds_the_rest(env):
