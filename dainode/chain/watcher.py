@@ -19,7 +19,8 @@ log = logging.getLogger("dainode.chain")
 
 CURSOR_VERSION = 1
 REORG_WINDOW = 128  # blocks whose hashes (and logs) are remembered to detect and undo reorgs
-CHUNK = 256  # blocks fetched per catch-up step
+CHUNK = 256  # blocks per step near the head (every header is fetched to chain parent hashes)
+DEEP_CHUNK = 2000  # blocks per eth_getLogs step far below the head (within common endpoint range limits)
 
 
 def ws_url_for(endpoint: str) -> str | None:
@@ -219,6 +220,12 @@ class EventWatcher:
             first = self.start_block if last is None else last + 1
             if first > target:
                 break
+            deep_end = target - REORG_WINDOW
+            if first <= deep_end:
+                # Catching up on old history (a fresh node on a long chain): blocks this deep
+                # are final in practice, so fetch only their logs and the range's last header.
+                await self._process_deep(first, min(deep_end, first + DEEP_CHUNK - 1))
+                continue
             upto = min(target, first + CHUNK - 1)
             if not await self._process_range(first, upto):
                 await self._handle_reorg()
@@ -260,6 +267,24 @@ class EventWatcher:
             self.cursor.push(to_int(h["number"]), h["hash"], block_logs)
         self.cursor.save()
         return True
+
+    async def _process_deep(self, first: int, upto: int) -> None:
+        addresses = [c.address for c in self.contracts.contracts.values() if c.address]
+        calls: list[tuple[str, list[Any]]] = [("eth_getBlockByNumber", [hex(upto), False])]
+        if addresses:
+            calls.append(("eth_getLogs", [{"fromBlock": hex(first), "toBlock": hex(upto), "address": addresses}]))
+        results = await self.rpc.batch(calls)
+        header, logs = results[0], (results[1] if addresses else [])
+        if header is None:
+            raise ChainError(f"the endpoint has no block {upto} although its head is beyond it")
+        logs = sorted(logs or [], key=lambda e: (to_int(e["blockNumber"]), to_int(e["logIndex"])))
+        for raw in logs:
+            event = self.contracts.decode_log(raw)
+            if event is not None:
+                await self._deliver(event)
+        self.cursor.recent = []  # the range end becomes the anchor the next blocks must chain onto
+        self.cursor.push(upto, header["hash"], [lg for lg in logs if to_int(lg["blockNumber"]) == upto])
+        self.cursor.save()
 
     async def _handle_reorg(self) -> None:
         """Find the newest remembered block that is still canonical; un-deliver everything after it."""

@@ -178,3 +178,30 @@ async def test_malformed_replies_and_outages_are_retried_not_fatal():
             ev = await chan.receive()
             n.cancel_scope.cancel()
     assert ev.args["offerId"] == 1 and w.errors >= 1
+
+
+async def test_deep_history_is_caught_up_with_range_queries_not_per_block_headers():
+    chain = FakeChain()
+    for n in range(1, REORG_WINDOW + 500):
+        chain.mine(*([n] if n % 50 == 0 else []))
+    header_calls = []
+    real_call = chain.call
+
+    async def counting(method, *params):
+        if method == "eth_getBlockByNumber":
+            header_calls.append(int(params[0], 16))
+        return await real_call(method, *params)
+
+    chain.call = counting
+    w = EventWatcher(chain, CONTRACTS, cursor_path=None, start_block=1)
+    chan = w.subscribe()
+    await w.sync_once()
+    head = len(chain.blocks) - 1
+    assert [i for i, _ in drain(chan)] == [n for n in range(1, head + 1) if n % 50 == 0]
+    assert w.cursor.block == head
+    # per-block headers only for the last REORG_WINDOW blocks (+ the deep range's anchor)
+    assert len(header_calls) <= REORG_WINDOW + 3
+    # and reorgs near the head are still handled after a deep catch-up
+    chain.reorg(2, [9001], [9002])
+    await w.sync_once()
+    assert drain(chan) == [(9001, False), (9002, False)] and w.reorgs == 1
