@@ -187,3 +187,34 @@ async def test_a_down_endpoint_is_a_clear_error_not_a_hang(tmp_path):
         with pytest.raises(ChainUnavailable, match="unreachable"):
             await rpc.call("eth_chainId")
     await rpc.aclose()
+
+
+async def test_the_private_key_never_reaches_the_endpoint_or_the_logs(anvil, deployed, caplog):
+    import json as _json
+    import logging
+
+    class Recording(RpcClient):
+        def __init__(self, url):
+            super().__init__(url)
+            self.sent: list[str] = []
+
+        async def _post(self, payload, what):
+            self.sent.append(_json.dumps(payload))
+            return await super()._post(payload, what)
+
+    from eth_account import Account
+
+    from tests.integration.chain_env import make_client
+
+    account = Account.create()
+    c = make_client(anvil.url, key=account.key.hex(), contracts=deployed)
+    c.rpc = c.tx.rpc = c.nonces.rpc = Recording(anvil.url)
+    await c.rpc.call("anvil_setBalance", c.signer.address, hex(10**18))
+    caplog.set_level(logging.DEBUG, logger="dainode")
+    receipt = await transact(c, "Registry", "registerOffer", OFFER_DATA, cid(11), 0x55, 1)
+    assert to_int(receipt["status"]) == 1
+    key_hex = account.key.hex().removeprefix("0x")
+    assert any("eth_sendRawTransaction" in s for s in c.rpc.sent)
+    assert all(key_hex not in s.lower() for s in c.rpc.sent)
+    assert key_hex not in caplog.text.lower() and key_hex not in repr(c.signer)
+    await c.rpc.aclose()
