@@ -96,9 +96,12 @@ class TxManager:
         self.receipt_timeout_s = receipt_timeout_s
 
     async def suggest_fees(self) -> Fees:
-        head, tip = await self.rpc.batch(
-            [("eth_getBlockByNumber", ["latest", False]), ("eth_maxPriorityFeePerGas", [])], raise_errors=False
-        )
+        head, tip = await self.rpc.batch(self._FEE_CALLS, raise_errors=False)
+        return self._fees(head, tip)
+
+    _FEE_CALLS = [("eth_getBlockByNumber", ["latest", False]), ("eth_maxPriorityFeePerGas", [])]
+
+    def _fees(self, head: Any, tip: Any) -> Fees:
         if isinstance(head, Exception):
             raise head
         if not head or "baseFeePerGas" not in head:
@@ -117,25 +120,39 @@ class TxManager:
                 raise reverted(self.contracts, what, revert_data(exc), fallback=exc.rpc_message, prefer=prefer) from None
             raise
 
-    async def estimate_gas(self, to: str | None, data: bytes, value: int, *, what: str, prefer: str | None = None) -> int:
+    def _estimate_request(self, to: str | None, data: bytes, value: int) -> dict:
         req: dict[str, Any] = {"from": self.signer.address, "data": to_hex(data), "value": hex(value)}
         if to:
             req["to"] = to
+        return req
+
+    def _gas_from(self, est: Any, *, what: str, prefer: str | None) -> int:
+        if isinstance(est, ChainRpcError):
+            if is_revert(est):
+                raise reverted(self.contracts, what, revert_data(est), fallback=est.rpc_message, prefer=prefer) from None
+            raise est
+        return math.ceil(to_int(est) * GAS_MARGIN)
+
+    async def estimate_gas(self, to: str | None, data: bytes, value: int, *, what: str, prefer: str | None = None) -> int:
         try:
-            est = to_int(await self.rpc.call("eth_estimateGas", req))
+            est: Any = await self.rpc.call("eth_estimateGas", self._estimate_request(to, data, value))
         except ChainRpcError as exc:
-            if is_revert(exc):
-                raise reverted(self.contracts, what, revert_data(exc), fallback=exc.rpc_message, prefer=prefer) from None
-            raise
-        return math.ceil(est * GAS_MARGIN)
+            est = exc
+        return self._gas_from(est, what=what, prefer=prefer)
+
+    async def gas_and_fees(self, to: str | None, data: bytes, value: int, *, what: str, prefer: str | None = None) -> tuple[int, Fees]:
+        """Estimate and fee inputs in one HTTP round trip."""
+        est, head, tip = await self.rpc.batch([("eth_estimateGas", [self._estimate_request(to, data, value)]), *self._FEE_CALLS], raise_errors=False)
+        return self._gas_from(est, what=what, prefer=prefer), self._fees(head, tip)
 
     async def send(
         self, to: str | None, data: bytes, *, value: int = 0, gas: int | None = None, what: str = "transaction", prefer: str | None = None, wait: bool = True
     ) -> dict:
         """Estimate, sign offline, send, and (by default) wait for the receipt. `to=None` deploys."""
         if gas is None:
-            gas = await self.estimate_gas(to, data, value, what=what, prefer=prefer)
-        fees = await self.suggest_fees()
+            gas, fees = await self.gas_and_fees(to, data, value, what=what, prefer=prefer)
+        else:
+            fees = await self.suggest_fees()
         base = {
             "type": 2,
             "chainId": self.chain_id,
