@@ -141,13 +141,17 @@ class ChainService(Service):
             raise ChainError(f"{name} has no deployed address in {self.deployment_path()}")
         return c
 
-    async def transact(self, contract_name: str, fn_name: str, *args: Any, value: int = 0, gas: int | None = None) -> dict:
-        """Sign and send `contract.fn(*args)` from the node's account; returns the receipt (status 1) or raises
-        TransactionReverted naming the contract error."""
+    async def transact(
+        self, contract_name: str, fn_name: str, *args: Any, value: int = 0, gas: int | None = None, confirmations: int | None = None
+    ) -> dict:
+        """Sign and send `contract.fn(*args)` from the node's account; returns the receipt (status 1) once it is
+        `confirmations` deep (default chain.confirmations), or raises TransactionReverted naming the contract error."""
         c = self._contract(contract_name)
         receipt = await self.tx.send(
             c.address, c.encode_call(fn_name, *args), value=value, gas=gas, what=f"{contract_name}.{fn_name}", prefer=contract_name
         )
+        depth = self.cfg.confirmations if confirmations is None else confirmations
+        receipt = await self.tx.wait_confirmations(receipt, depth, poll_s=min(self.cfg.poll_interval_s, 1.0))
         receipt["events"] = [e for e in (self.contracts.decode_log(lg) for lg in receipt.get("logs", [])) if e is not None]
         self.watcher.poke()
         return receipt

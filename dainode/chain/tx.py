@@ -194,6 +194,28 @@ class TxManager:
             "check the fee settings and the endpoint"
         )
 
+    async def wait_confirmations(self, receipt: dict, confirmations: int, *, poll_s: float = 0.5, timeout: float | None = None) -> dict:
+        """Wait until the receipt's block is `confirmations` deep and still canonical; returns the
+        (possibly re-mined) receipt. ChainError if a reorg dropped the transaction."""
+        if confirmations <= 0:
+            return receipt
+        tx_hash = receipt["transactionHash"]
+        timeout = self.receipt_timeout_s if timeout is None else timeout
+        with trio.move_on_after(timeout):
+            while True:
+                head = to_int(await self.rpc.call("eth_blockNumber"))
+                if head >= to_int(receipt["blockNumber"]) + confirmations:
+                    fresh = await self.rpc.call("eth_getTransactionReceipt", tx_hash)
+                    if fresh is None or not fresh.get("blockNumber"):
+                        self.nonces.resync()
+                        raise ChainError(f"transaction {tx_hash} was dropped by a chain reorganisation; send it again")
+                    if fresh["blockHash"] == receipt["blockHash"]:
+                        return fresh
+                    receipt = fresh  # re-mined in another block: count confirmations from there
+                    continue
+                await trio.sleep(poll_s)
+        raise ChainError(f"transaction {tx_hash} did not reach {confirmations} confirmations within {timeout:g} s")
+
     async def _explain_failure(self, to: str | None, data: bytes, value: int, receipt: dict, *, what: str, prefer: str | None) -> TransactionReverted:
         tx_hash = receipt.get("transactionHash")
         if not to:

@@ -87,3 +87,53 @@ async def test_receipt_timeout_is_an_error_and_resyncs_the_nonce():
         await tx.wait_receipt("0xabc")
     assert nonces._next is None  # the next send asks the chain again: the tx may have been dropped
     assert signer.address in repr(signer) and "key" not in repr(signer).lower()
+
+
+class Confirming:
+    """Head advances one block per eth_blockNumber; the receipt may have moved to another block."""
+
+    def __init__(self, moved_to=None, dropped=False):
+        self.head = 10
+        self.moved_to = moved_to
+        self.dropped = dropped
+
+    async def call(self, method, *params):
+        if method == "eth_blockNumber":
+            self.head += 1
+            return hex(self.head)
+        if method == "eth_getTransactionReceipt":
+            if self.dropped:
+                return None
+            if self.moved_to is not None:  # the reorg re-mined it in block `moved_to`
+                return {"transactionHash": "0xt", "blockNumber": hex(self.moved_to), "blockHash": "0xother"}
+            return {"transactionHash": "0xt", "blockNumber": "0xa", "blockHash": "0xorig"}
+        raise AssertionError(method)
+
+
+def tx_manager(rpc):
+    from eth_account import Account
+
+    from dainode.chain.nonce import NonceManager
+    from dainode.chain.signer import Signer
+    from dainode.chain.tx import TxManager
+
+    signer = Signer(Account.create())
+    return TxManager(rpc, signer, NonceManager(rpc, signer.address), CONTRACTS, chain_id=1, receipt_timeout_s=5)
+
+
+RECEIPT = {"transactionHash": "0xt", "blockNumber": "0xa", "blockHash": "0xorig"}
+
+
+async def test_confirmations_wait_for_depth_and_follow_a_re_mined_receipt():
+    rpc = Confirming()
+    assert (await tx_manager(rpc).wait_confirmations(RECEIPT, 3, poll_s=0))["blockHash"] == "0xorig"
+    assert rpc.head >= 13
+    rpc = Confirming(moved_to=12)
+    out = await tx_manager(rpc).wait_confirmations(RECEIPT, 2, poll_s=0)
+    assert out["blockHash"] == "0xother" and rpc.head >= 14  # counted again from the new block
+    assert await tx_manager(Confirming()).wait_confirmations(RECEIPT, 0) is RECEIPT
+
+
+async def test_a_reorg_that_drops_the_transaction_is_an_error():
+    with pytest.raises(ChainError, match="dropped by a chain reorganisation"):
+        await tx_manager(Confirming(dropped=True)).wait_confirmations(RECEIPT, 1, poll_s=0)
