@@ -25,7 +25,8 @@ async def test_service_api_against_its_dev_chain(tmp_path):
             first = await service.call("Registry", "nextOfferId")
             receipt = await service.transact("Registry", "registerOffer", 1, cid(42), 0x55, 123)
             assert [e.name for e in receipt["events"]] == ["OfferRegistered"]
-            ev = await events.receive()
+            await service.watcher.wait_synced(int(receipt["blockNumber"], 16))
+            ev = events.receive_nowait()  # wait_synced returns only after the block's events were handed over
             assert (ev.name, ev.args["offerId"], ev.args["price"], ev.args["owner"]) == ("OfferRegistered", first, 123, service.address)
             assert await service.call("Registry", "nextOfferId") == first + 1
             with pytest.raises(TransactionReverted) as info:
