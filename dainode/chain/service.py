@@ -175,6 +175,10 @@ class ChainService(Service):
     async def balance(self, address: str | None = None, block: int | str = "latest") -> int:
         return to_int(await self.rpc.call("eth_getBalance", self._address(address), block_tag(block)))
 
+    async def verified_balance(self, address: str | None = None, block: int | str = "latest") -> int:
+        """The balance proven against the block header (eth_getProof), for money decisions."""
+        return (await self.verifier.verify_account(self._address(address), block)).balance
+
     def _address(self, address: str | None) -> str:
         if address is None:
             return self.address
@@ -206,10 +210,10 @@ class ChainService(Service):
             },
         }
 
-    async def rpc_balance(self, address: str | None = None) -> dict:
+    async def rpc_balance(self, address: str | None = None, verified: bool = False) -> dict:
         addr = self._address(address)
-        wei = await self.balance(addr)
-        return {"address": addr, "wei": str(wei), "eth": f"{wei / 10**18:.6f}"}
+        wei = await (self.verified_balance(addr) if verified else self.balance(addr))
+        return {"address": addr, "wei": str(wei), "eth": f"{wei / 10**18:.6f}", "verified": verified}
 
     async def rpc_verify_state(self, address: str, slots: list | None = None, block: str | int = "latest") -> dict:
         if not isinstance(slots, (list, type(None))):

@@ -34,6 +34,8 @@ async def test_service_api_against_its_dev_chain(tmp_path):
             assert info.value.error_name == "NotOfferOwner"  # an unknown offer has no owner
             assert info.value.error_args == (first + 99, service.address)
             assert await service.balance() > 0
+            assert await service.verified_balance() == await service.balance()
+            assert (await service.rpc_balance(verified=True))["verified"] is True
             state = await service.rpc_verify_state(service.contracts["Registry"].address, [0])
             assert state["verified"] and state["account"]["has_code"]
             info = await service.rpc_info()
