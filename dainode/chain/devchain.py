@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from eth_utils import is_address, to_checksum_address
+from eth_utils import is_address, keccak, to_checksum_address
 
 from dainode.chain.contracts import CONTRACT_NAMES, ContractSet, default_build_dir
 from dainode.chain.rpc import RpcClient, to_int
@@ -237,12 +237,25 @@ async def deploy_contracts(tx: TxManager, contracts: ContractSet, spec: dict[str
         log.info("deployed %s at %s (block %d)", name, deployed[name], block)
     return {
         "version": DEPLOYMENT_VERSION,
+        "artifacts": artifact_digests(contracts, deployed),
         "chain_id": tx.chain_id,
         "block": first_block or 0,
         "deployer": tx.signer.address,
         "contracts": deployed,
         "tx_hashes": tx_hashes,
     }
+
+
+def artifact_digests(contracts: ContractSet, names) -> dict[str, str]:
+    """keccak of each compiled creation bytecode: tells whether a deployment matches today's artifacts."""
+    return {n: "0x" + keccak(contracts[n].bytecode).hex() for n in names}
+
+
+def stale_artifacts(deployment: dict, contracts: ContractSet) -> list[str]:
+    """Contracts whose recorded artifact digest differs from the compiled one (none recorded: not stale)."""
+    recorded = deployment.get("artifacts") or {}
+    current = artifact_digests(contracts, [n for n in recorded if n in contracts])
+    return sorted(n for n, d in current.items() if recorded.get(n) != d)
 
 
 def write_deployment(path: Path, deployment: dict) -> None:

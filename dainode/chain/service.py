@@ -9,7 +9,16 @@ import trio
 from eth_utils import is_address, to_checksum_address
 
 from dainode.chain.contracts import ContractSet, load_contracts
-from dainode.chain.devchain import DevChain, deploy_contracts, deployment_is_live, fund, load_deploy_spec, read_deployment, write_deployment
+from dainode.chain.devchain import (
+    DevChain,
+    deploy_contracts,
+    deployment_is_live,
+    fund,
+    load_deploy_spec,
+    read_deployment,
+    stale_artifacts,
+    write_deployment,
+)
 from dainode.chain.nonce import NonceManager
 from dainode.chain.proof import StateVerifier
 from dainode.chain.rpc import RpcClient, block_tag, to_int
@@ -109,11 +118,18 @@ class ChainService(Service):
         if self.dev is not None:
             await fund(self.rpc, self.address)
             deployment = read_deployment(path) if path.exists() else None
-            if deployment is None or not await deployment_is_live(self.rpc, deployment, self.chain_id):
+            stale = stale_artifacts(deployment, contracts) if deployment else []
+            if stale:
+                # Recompiled contracts: on a dev chain, deploy them afresh rather than talk to old code.
+                self.log.info("contracts %s changed since they were deployed; deploying again", ", ".join(stale))
+            if deployment is None or stale or not await deployment_is_live(self.rpc, deployment, self.chain_id):
                 deployment = await deploy_contracts(self.tx, contracts, load_deploy_spec(self.build_dir))
                 write_deployment(path, deployment)
         else:
             deployment = read_deployment(path)
+            stale = stale_artifacts(deployment, contracts)
+            if stale:
+                self.log.warning("deployment file %s records other bytecode for %s than contracts/build/ holds", path, ", ".join(stale))
             if deployment["chain_id"] != self.chain_id:
                 raise ChainError(
                     f"deployment file {path} is for chain id {deployment['chain_id']} but {self.endpoint} is chain {self.chain_id}; "

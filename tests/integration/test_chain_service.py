@@ -42,3 +42,33 @@ async def test_service_api_against_its_dev_chain(tmp_path):
             assert info["events"]["delivered"] >= 1 and info["contracts"] == service.deployment["contracts"]
             nursery.cancel_scope.cancel()
     assert not anvil.is_running() or anvil.status() == psutil.STATUS_ZOMBIE
+
+
+async def test_dev_chain_redeploys_when_the_compiled_contracts_changed(tmp_path):
+    import json
+    import shutil
+
+    from dainode.chain.contracts import default_build_dir
+
+    build = tmp_path / "build"
+    shutil.copytree(default_build_dir(), build)
+    config = build_config(environ={}, flags={"data_dir": str(tmp_path / "node"), "chain.endpoint": "dev"})
+    (tmp_path / "node").mkdir()
+    account = Account.create()
+
+    async def run_once():
+        service = ChainService(config, account, build_dir=build)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            contracts = dict(service.deployment["contracts"])
+            nursery.cancel_scope.cancel()
+        return contracts
+
+    with trio.fail_after(90):
+        first = await run_once()
+        assert await run_once() == first  # unchanged artifacts: the persisted deployment is reused
+        art = json.loads((build / "Registry.json").read_text())
+        art["bytecode"] = art["bytecode"] + "00"  # a recompiled Registry (trailing byte: still valid code)
+        (build / "Registry.json").write_text(json.dumps(art))
+        third = await run_once()
+    assert third["Registry"] != first["Registry"]
