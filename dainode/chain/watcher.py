@@ -197,7 +197,10 @@ class EventWatcher:
                         if "number" in head:
                             self.head = to_int(head["number"])
                         self.poke()
-            except (OSError, HandshakeError, ConnectionClosed, ValueError, trio.TooSlowError) as exc:
+            except (
+                OSError, HandshakeError, ConnectionClosed, ValueError, AttributeError, trio.TooSlowError,
+                trio.BrokenResourceError, trio.ClosedResourceError,
+            ) as exc:
                 if self.ws_connected:
                     log.info("head subscription lost (%s); polling until it is back", type(exc).__name__)
             finally:
@@ -215,6 +218,7 @@ class EventWatcher:
         target = head - self.confirmations
         if self.cursor.block is not None and not await self._still_canonical():
             await self._handle_reorg()
+        inconsistent = 0
         while True:
             last = self.cursor.block
             first = self.start_block if last is None else last + 1
@@ -228,6 +232,10 @@ class EventWatcher:
                 continue
             upto = min(target, first + CHUNK - 1)
             if not await self._process_range(first, upto):
+                inconsistent += 1
+                if inconsistent >= 3:
+                    # e.g. a load balancer mixing nodes at different heights: back off, don't spin
+                    raise ChainError(f"the endpoint keeps returning headers and logs that do not chain onto block {last}")
                 await self._handle_reorg()
                 continue
         async with self._synced:

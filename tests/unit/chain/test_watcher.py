@@ -205,3 +205,20 @@ async def test_deep_history_is_caught_up_with_range_queries_not_per_block_header
     chain.reorg(2, [9001], [9002])
     await w.sync_once()
     assert drain(chan) == [(9001, False), (9002, False)] and w.reorgs == 1
+
+
+async def test_an_endpoint_whose_logs_never_match_its_headers_is_an_error_not_a_spin():
+    chain = FakeChain()
+    chain.mine(1)
+    real_call = chain.call
+
+    async def lying(method, *params):
+        result = await real_call(method, *params)
+        if method == "eth_getLogs":
+            return [{**lg, "blockHash": "0x" + "ee" * 32} for lg in result]
+        return result
+
+    chain.call = lying
+    w = EventWatcher(chain, CONTRACTS, cursor_path=None, start_block=1)
+    with pytest.raises(ChainError, match="do not chain"):
+        await w.sync_once()
