@@ -126,6 +126,17 @@ class ChainUnavailable(ChainError):
     """The RPC endpoint cannot be reached (after retries)."""
 
 
+class ChainRpcError(ChainError):
+    """The Ethereum endpoint answered a JSON-RPC call with an error object (`code`, `data` kept)."""
+
+    def __init__(self, method: str, code: int, message: str, data: object | None = None):
+        super().__init__(f"{method} failed at the Ethereum endpoint: {message} (code {code})")
+        self.method = method
+        self.code = code
+        self.rpc_message = message
+        self.data = data
+
+
 class TransactionReverted(ChainError):
     """A transaction or call reverted; `error_name` is the decoded custom error if known."""
 

@@ -39,6 +39,11 @@ class Node(Service):
         self._stop = trio.Event()
         self._lock_fd: int | None = None
         self.p2p = P2PService(config, identity)
+        self.chain = None
+        if config.chain.endpoint != "none":
+            from dainode.chain.service import ChainService  # not imported by chain-less nodes
+
+            self.chain = ChainService(config, identity.account)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -59,6 +64,8 @@ class Node(Service):
             async with trio.open_nursery() as nursery:
                 self.registry.add_all(self.rpc_methods())
                 await self._start(nursery, self.p2p)
+                if self.chain is not None:
+                    await self._start(nursery, self.chain)
                 # subsystem services (started in dependency order; each registers its RPC methods)
                 await self._start(nursery, AdminServer(socket_path(self.data_dir), self.registry))
                 self.log.info(

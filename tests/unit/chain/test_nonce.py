@@ -1,0 +1,84 @@
+"""Nonce manager: consecutive nonces under concurrency, resync on stale nonces and after uncertainty."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from dainode.chain.nonce import NonceManager
+from dainode.errors import ChainRpcError, ChainUnavailable
+
+
+class FakeChain:
+    """Accepts a raw tx only with exactly the next nonce (like a node with no queue)."""
+
+    def __init__(self, start=0):
+        self.count = start
+        self.sent: list[int] = []
+        self.fail_next: Exception | None = None
+
+    async def call(self, method, *params):
+        if method == "eth_getTransactionCount":
+            return hex(self.count)
+        assert method == "eth_sendRawTransaction"
+        await trio.sleep(0)  # let other senders run: the lock must still serialise
+        if self.fail_next is not None:
+            exc, self.fail_next = self.fail_next, None
+            raise exc
+        nonce = int(params[0][2:], 16)
+        if nonce < self.count:
+            raise ChainRpcError(method, -32003, "nonce too low")
+        if nonce > self.count:
+            raise ChainRpcError(method, -32000, "nonce gap")
+        self.count += 1
+        self.sent.append(nonce)
+        return "0x"
+
+
+def signer(nonce):
+    return nonce.to_bytes(4, "big"), f"0xhash{nonce}"
+
+
+async def test_concurrent_senders_get_consecutive_nonces():
+    chain = FakeChain(start=5)
+    nm = NonceManager(chain, "0xme")
+    results = []
+
+    async def send():
+        results.append(await nm.submit(signer))
+
+    async with trio.open_nursery() as n:
+        for _ in range(25):
+            n.start_soon(send)
+    assert sorted(nonce for _, nonce in results) == list(range(5, 30))
+    assert chain.sent == list(range(5, 30)) and nm.resyncs == 1  # asked the chain once
+
+
+async def test_stale_nonce_resyncs_and_resigns():
+    chain = FakeChain()
+    nm = NonceManager(chain, "0xme")
+    await nm.submit(signer)
+    chain.count += 4  # another wallet used the account
+    _, nonce = await nm.submit(signer)
+    assert nonce == 5 and nm.resyncs == 2
+
+
+async def test_unknown_outcome_forgets_the_cached_nonce():
+    chain = FakeChain()
+    nm = NonceManager(chain, "0xme")
+    await nm.submit(signer)
+    chain.fail_next = ChainUnavailable("down")
+    with pytest.raises(ChainUnavailable):
+        await nm.submit(signer)
+    _, nonce = await nm.submit(signer)
+    assert nonce == 1 and nm.resyncs == 2
+
+
+async def test_other_rejections_are_raised_and_do_not_consume_the_nonce():
+    chain = FakeChain()
+    nm = NonceManager(chain, "0xme")
+    chain.fail_next = ChainRpcError("eth_sendRawTransaction", -32000, "insufficient funds for gas * price + value")
+    with pytest.raises(ChainRpcError, match="insufficient funds"):
+        await nm.submit(signer)
+    _, nonce = await nm.submit(signer)
+    assert nonce == 0

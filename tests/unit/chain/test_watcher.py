@@ -1,0 +1,224 @@
+"""Event watcher logic on an in-memory chain: cursor persistence, confirmations, reorg re-delivery."""
+
+from __future__ import annotations
+
+import json
+
+import eth_abi
+import pytest
+from eth_utils import keccak
+
+from dainode.chain.contracts import load_contracts
+from dainode.chain.watcher import REORG_WINDOW, Cursor, EventWatcher
+from dainode.errors import ChainError
+
+REGISTRY = "0x" + "11" * 20
+CONTRACTS = load_contracts().with_addresses({"Registry": REGISTRY})
+ITEM = next(i for i in CONTRACTS["Registry"].abi if i.get("name") == "OfferWithdrawn")
+TOPIC0 = "0x" + keccak(text="OfferWithdrawn(uint256)").hex()
+
+
+def withdrawn_log(offer_id: int) -> dict:
+    indexed = [i for i in ITEM["inputs"] if i["indexed"]]
+    topics = [TOPIC0] + (["0x" + eth_abi.encode(["uint256"], [offer_id]).hex()] if indexed else [])
+    data = "0x" if indexed else "0x" + eth_abi.encode(["uint256"], [offer_id]).hex()
+    return {"address": REGISTRY, "topics": topics, "data": data}
+
+
+class FakeChain:
+    """Blocks as (hash, parent, [offer ids]); answers the calls the watcher makes."""
+
+    def __init__(self):
+        self.blocks: list[tuple[str, str, list[int]]] = [("0x" + "00" * 31 + "01", "0x" + "00" * 32, [])]
+        self.salt = 0
+
+    def mine(self, *offer_ids: int) -> None:
+        self.salt += 1
+        parent = self.blocks[-1][0]
+        self.blocks.append(("0x" + keccak(f"{parent}{self.salt}".encode()).hex(), parent, list(offer_ids)))
+
+    def reorg(self, depth: int, *new_blocks: list[int]) -> None:
+        del self.blocks[-depth:]
+        for ids in new_blocks:
+            self.mine(*ids)
+
+    def _header(self, n: int):
+        if n >= len(self.blocks):
+            return None
+        h, parent, _ = self.blocks[n]
+        return {"number": hex(n), "hash": h, "parentHash": parent}
+
+    def _logs(self, first: int, last: int) -> list[dict]:
+        out = []
+        for n in range(first, min(last, len(self.blocks) - 1) + 1):
+            h, _, ids = self.blocks[n]
+            for idx, offer in enumerate(ids):
+                out.append({**withdrawn_log(offer), "blockNumber": hex(n), "blockHash": h, "transactionHash": "0x" + f"{offer:064x}", "logIndex": hex(idx)})
+        return out
+
+    async def call(self, method, *params):
+        if method == "eth_blockNumber":
+            return hex(len(self.blocks) - 1)
+        if method == "eth_getBlockByNumber":
+            return self._header(int(params[0], 16))
+        if method == "eth_getLogs":
+            f = params[0]
+            return self._logs(int(f["fromBlock"], 16), int(f["toBlock"], 16))
+        raise AssertionError(method)
+
+    async def batch(self, calls, raise_errors=True):
+        return [await self.call(m, *p) for m, p in calls]
+
+
+def drain(chan) -> list[tuple[int, bool]]:
+    out = []
+    while True:
+        try:
+            ev = chan.receive_nowait()
+        except Exception:
+            return out
+        out.append((ev.args["offerId"], ev.removed))
+
+
+async def test_delivers_once_and_resumes_from_the_persisted_cursor(tmp_path):
+    chain = FakeChain()
+    chain.mine(1, 2)
+    chain.mine()
+    chain.mine(3)
+    path = tmp_path / "cursor.json"
+    w = EventWatcher(chain, CONTRACTS, cursor_path=path, start_block=1)
+    chan = w.subscribe()
+    assert await w.sync_once() == 3 and drain(chan) == [(1, False), (2, False), (3, False)]
+    assert await w.sync_once() == 0
+    doc = json.loads(path.read_text())
+    assert doc["block"] == 3 and doc["hash"] == chain.blocks[3][0]
+
+    chain.mine(4)
+    resumed = EventWatcher(chain, CONTRACTS, cursor_path=path, start_block=1)
+    chan2 = resumed.subscribe()
+    assert resumed.cursor.load()
+    await resumed.sync_once()
+    assert drain(chan2) == [(4, False)]
+
+
+async def test_confirmations_hold_back_recent_blocks():
+    chain = FakeChain()
+    chain.mine(1)
+    chain.mine(2)
+    w = EventWatcher(chain, CONTRACTS, cursor_path=None, start_block=1, confirmations=1)
+    chan = w.subscribe()
+    await w.sync_once()
+    assert drain(chan) == [(1, False)]
+    chain.mine()
+    await w.sync_once()
+    assert drain(chan) == [(2, False)]
+
+
+async def test_reorg_removes_orphaned_events_newest_first_then_adds_the_new_branch():
+    chain = FakeChain()
+    chain.mine(1)
+    chain.mine(2)
+    chain.mine(3, 4)
+    w = EventWatcher(chain, CONTRACTS, cursor_path=None, start_block=1)
+    chan = w.subscribe()
+    await w.sync_once()
+    drain(chan)
+    chain.reorg(2, [5], [], [6])  # blocks 2 and 3 replaced; chain grows to 4
+    await w.sync_once()
+    assert drain(chan) == [(4, True), (3, True), (2, True), (5, False), (6, False)]
+    assert w.reorgs == 1 and w.cursor.block == 4 and w.cursor.hash == chain.blocks[4][0]
+
+
+async def test_reorg_to_a_shorter_chain_is_detected_without_new_blocks():
+    chain = FakeChain()
+    chain.mine(1)
+    chain.mine(2)
+    w = EventWatcher(chain, CONTRACTS, cursor_path=None, start_block=1)
+    chan = w.subscribe()
+    await w.sync_once()
+    drain(chan)
+    chain.reorg(1)
+    await w.sync_once()
+    assert drain(chan) == [(2, True)] and w.cursor.block == 1
+
+
+async def test_cursor_keeps_a_bounded_window_and_rejects_damage(tmp_path):
+    c = Cursor(tmp_path / "c.json")
+    for n in range(REORG_WINDOW + 10):
+        c.push(n, f"0x{n:x}", [])
+    c.save()
+    again = Cursor(tmp_path / "c.json")
+    assert again.load() and len(again.recent) == REORG_WINDOW and again.block == REORG_WINDOW + 9
+    (tmp_path / "c.json").write_text('{"version": 1, "recent": [[1]]}')
+    with pytest.raises(ChainError, match="damaged"):
+        Cursor(tmp_path / "c.json").load()
+    assert not Cursor(tmp_path / "absent.json").load()
+
+
+async def test_malformed_replies_and_outages_are_retried_not_fatal():
+    import trio
+
+    chain = FakeChain()
+    chain.mine(1)
+    real_call = chain.call
+    bad = {"n": 3}
+
+    async def flaky(method, *params):
+        if method == "eth_getBlockByNumber" and bad["n"] > 0:
+            bad["n"] -= 1
+            return {"number": params[0]} if bad["n"] % 2 else "not a header"  # missing fields, then a wrong type
+        return await real_call(method, *params)
+
+    chain.call = flaky
+    w = EventWatcher(chain, CONTRACTS, cursor_path=None, start_block=1, poll_interval_s=0.01, backoff_max_s=0.01)
+    chan = w.subscribe()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as n:
+            await n.start(w.run)
+            ev = await chan.receive()
+            n.cancel_scope.cancel()
+    assert ev.args["offerId"] == 1 and w.errors >= 1
+
+
+async def test_deep_history_is_caught_up_with_range_queries_not_per_block_headers():
+    chain = FakeChain()
+    for n in range(1, REORG_WINDOW + 500):
+        chain.mine(*([n] if n % 50 == 0 else []))
+    header_calls = []
+    real_call = chain.call
+
+    async def counting(method, *params):
+        if method == "eth_getBlockByNumber":
+            header_calls.append(int(params[0], 16))
+        return await real_call(method, *params)
+
+    chain.call = counting
+    w = EventWatcher(chain, CONTRACTS, cursor_path=None, start_block=1)
+    chan = w.subscribe()
+    await w.sync_once()
+    head = len(chain.blocks) - 1
+    assert [i for i, _ in drain(chan)] == [n for n in range(1, head + 1) if n % 50 == 0]
+    assert w.cursor.block == head
+    # per-block headers only for the last REORG_WINDOW blocks (+ the deep range's anchor)
+    assert len(header_calls) <= REORG_WINDOW + 3
+    # and reorgs near the head are still handled after a deep catch-up
+    chain.reorg(2, [9001], [9002])
+    await w.sync_once()
+    assert drain(chan) == [(9001, False), (9002, False)] and w.reorgs == 1
+
+
+async def test_an_endpoint_whose_logs_never_match_its_headers_is_an_error_not_a_spin():
+    chain = FakeChain()
+    chain.mine(1)
+    real_call = chain.call
+
+    async def lying(method, *params):
+        result = await real_call(method, *params)
+        if method == "eth_getLogs":
+            return [{**lg, "blockHash": "0x" + "ee" * 32} for lg in result]
+        return result
+
+    chain.call = lying
+    w = EventWatcher(chain, CONTRACTS, cursor_path=None, start_block=1)
+    with pytest.raises(ChainError, match="do not chain"):
+        await w.sync_once()
