@@ -13,7 +13,9 @@ help:
 	@echo "make test     install what is missing and run the whole test suite"
 	@echo "make install  create .venv/ and node_modules/"
 
-install: $(VENV)/.installed node_modules/.installed
+SLITHER_VENV := .venv-slither
+
+install: $(VENV)/.installed node_modules/.installed $(SLITHER_VENV)/.requirements
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "dainode needs Python >= 3.11 (set PYTHON=python3.11)")'
@@ -26,6 +28,10 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# slither (static analysis of contracts/, run by the tests) pins web3<8: it gets its own venv.
+$(SLITHER_VENV)/.requirements: contracts/tools/slither-requirements.txt
+	PYTHON=$(PYTHON) scripts/slither --version
+
 # pytest exits 5 when it collected no test: that must fail, not pass.
 test: install
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
@@ -35,4 +41,4 @@ demo: install
 	$(PY) scripts/demo.py
 
 clean-venv:
-	rm -rf $(VENV) node_modules
+	rm -rf $(VENV) $(SLITHER_VENV) node_modules
