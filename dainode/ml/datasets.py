@@ -157,7 +157,7 @@ def load_npz(path: str | Path, schema: dict) -> Dataset:
     if y.dtype.kind == "f":
         bad = np.nonzero(~np.isfinite(y) | (y != np.round(y)))[0]
         if bad.size:
-            raise DatasetError(f"{path}: y[{bad[0]}] = {y[bad[0]]!r} is not an integer label")
+            raise DatasetError(f"{path}: y[{bad[0]}] = {y[bad[0]].item()!r} is not an integer label")
     names = [f"f{i}" for i in range(int(np.prod(x.shape[1:])))]
     return validate(Dataset(x, y.astype(np.int64), names, Path(path).name), schema)
 
@@ -204,7 +204,7 @@ def validate(ds: Dataset, schema: dict[str, Any]) -> Dataset:
     if np.dtype(dtype).kind in "iu":
         if flat.dtype.kind == "f" and not np.all(flat == np.round(flat)):
             r, c = (int(v[0]) for v in np.nonzero(flat != np.round(flat)))
-            raise DatasetError(f"{ds.name}: row {r}, feature #{c}: {flat[r, c]!r} is not an integer "
+            raise DatasetError(f"{ds.name}: row {r}, feature #{c}: {flat[r, c].item()!r} is not an integer "
                                f"but schema dtype is {dtype}")
         info = np.iinfo(dtype)
         if flat.size and (flat.min() < info.min or flat.max() > info.max):
