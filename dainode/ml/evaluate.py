@@ -69,3 +69,10 @@ def evaluate_many(spec: ModelSpec | dict, stacked_params: np.ndarray, x: np.ndar
     acc, loss = _compiled_eval_many(spec)(np.asarray(stacked_params, np.float32),
                                           np.asarray(x, np.float32), np.asarray(y, np.int32))
     return np.asarray(acc, np.float64), np.asarray(loss, np.float64)
+
+
+def predictor(spec: ModelSpec | dict, params: np.ndarray):
+    """``x -> predicted labels`` for a fixed model: the ``reference`` of the quality score."""
+    spec = as_spec(spec)
+    params = np.asarray(params, np.float32)
+    return lambda x: predict(spec, params, x)

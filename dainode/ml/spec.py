@@ -142,3 +142,24 @@ def unflatten(spec: ModelSpec | dict, vec) -> dict[str, np.ndarray]:
         out[name] = vec[off:off + size].reshape(shape)
         off += size
     return out
+
+
+def params_to_bytes(vec: np.ndarray) -> bytes:
+    """Wire/file form of a parameter or update vector: raw little-endian float32, no header
+    (the model spec in the task manifest gives the length)."""
+    vec = np.asarray(vec)
+    if vec.ndim != 1:
+        raise MLError(f"parameter vector must be 1-D, got shape {vec.shape}")
+    return np.ascontiguousarray(vec, dtype="<f4").tobytes()
+
+
+def params_from_bytes(spec: ModelSpec | dict, data: bytes) -> np.ndarray:
+    """Inverse of ``params_to_bytes``; checks the length against the spec and refuses NaN/inf."""
+    spec = as_spec(spec)
+    if len(data) != 4 * spec.n_params:
+        raise MLError(f"parameter blob has {len(data)} bytes, model {spec.kind} needs {4 * spec.n_params} "
+                      f"({spec.n_params} float32)")
+    vec = np.frombuffer(data, dtype="<f4").astype(np.float32)
+    if not np.all(np.isfinite(vec)):
+        raise MLError(f"parameter blob contains NaN or infinite values (first at index {int(np.argmin(np.isfinite(vec)))})")
+    return vec

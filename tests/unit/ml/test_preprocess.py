@@ -89,3 +89,18 @@ def test_schema_document_is_canonical_json(digits):
     assert schema_document(train, shards, label_classes=range(10))["shards"][0]["digest"] == doc["shards"][0]["digest"]
     with pytest.raises(DatasetError, match="not canonical-JSON"):
         schema_document(train, shards, metadata={"when": object()})
+
+
+def test_reference_agreement_flags_wrong_labels(digits, clean_iid):
+    """With the trained reference model, a shard with shuffled labels scores visibly lower."""
+    from dainode.ml.evaluate import predictor
+    from dainode.ml.reference import REFERENCE_MODEL
+
+    test = digits[1]
+    ref = predictor(REFERENCE_MODEL, clean_iid.params)
+    honest = quality_score(test, range(10), reference=ref)
+    assert honest["reference_agreement"] == pytest.approx(clean_iid.accuracy)
+    shuffled = Dataset(test.x, np.random.default_rng(0).permutation(test.y), name="shuffled")
+    bad = quality_score(shuffled, range(10), reference=ref)
+    assert bad["label_balance"] == honest["label_balance"]  # same label counts...
+    assert bad["reference_agreement"] < 0.3 and bad["score"] < honest["score"] - 0.15  # ...but wrong labels

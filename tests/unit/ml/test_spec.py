@@ -68,3 +68,19 @@ def test_import_dainode_ml_does_not_import_jax():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_params_bytes_round_trip_and_checks():
+    from dainode.ml.spec import params_from_bytes, params_to_bytes
+
+    spec = ModelSpec.from_dict(SPECS[0])
+    vec = init_params(spec)
+    blob = params_to_bytes(vec)
+    assert len(blob) == 4 * spec.n_params
+    assert np.array_equal(params_from_bytes(spec, blob), vec)
+    with pytest.raises(MLError, match="needs 248"):
+        params_from_bytes(spec, blob[:-4])
+    bad = vec.copy()
+    bad[5] = np.inf
+    with pytest.raises(MLError, match="first at index 5"):
+        params_from_bytes(spec, params_to_bytes(bad))
