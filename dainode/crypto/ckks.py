@@ -35,6 +35,17 @@ def _tenseal_error(what: str, exc: BaseException) -> CryptoError:
     return CryptoError(f"{what}: {type(exc).__name__}: {exc}")
 
 
+def detached(c):
+    """A new ciphertext equal to `c` (TenSEAL CKKSVector), for use as the right operand.
+
+    TenSEAL's binary operations mod-switch the *right* operand in place when it sits at a
+    higher level than the left one, silently using up its depth (a fresh vector added to a
+    scaled one can no longer be scaled twice). `c + 0.0` copies just the ciphertext (~0.1 ms);
+    CKKSVector.copy() would deep-copy the whole context with its keys (0.2-2 s).
+    """
+    return c + 0.0
+
+
 class CkksContext:
     """A TenSEAL CKKS context; with the secret key it can decrypt, the public form only encrypt and compute."""
 
@@ -277,7 +288,7 @@ class EncryptedVector:
         try:
             # `a + b` on the C++ objects builds a new ciphertext; CKKSVector.copy() is avoided
             # on purpose: it deep-copies the whole context (~0.2 s).
-            chunks = [a + b for a, b in zip(self._chunks, other._chunks)]
+            chunks = [a + detached(b) for a, b in zip(self._chunks, other._chunks)]
         except Exception as exc:
             raise _tenseal_error("homomorphic addition failed", exc) from None
         return EncryptedVector(self._ctx, chunks, self.length)
@@ -287,7 +298,7 @@ class EncryptedVector:
         self._check_compatible(other)
         try:
             for a, b in zip(self._chunks, other._chunks):
-                a.add_(b)
+                a.add_(detached(b))
         except Exception as exc:
             raise _tenseal_error("homomorphic addition failed", exc) from None
         return self

@@ -137,3 +137,16 @@ def test_bad_inputs(pub):
         encrypted_weighted_sum([pub.encrypt(np.ones(3))], [1.0, 2.0])
     with pytest.raises(CryptoError, match="invalid CKKS parameters"):
         CkksContext.create(poly_modulus_degree=1000)
+
+
+def test_addition_does_not_use_up_the_operands_depth(ctx, pub):
+    # TenSEAL mod-switches the right operand in place when levels differ; EncryptedVector
+    # must not let that leak: after `low + fresh`, `fresh` still has both levels.
+    fresh = pub.encrypt(np.ones(8))
+    low = pub.encrypt(np.ones(8)).scale(0.5).scale(0.5)
+    total = low + fresh
+    acc = pub.encrypt(np.ones(8)).scale(0.5).scale(0.5)
+    acc.add_(fresh)
+    assert np.allclose(ctx.decrypt(fresh.scale(0.5).scale(0.5)), 0.25, atol=1e-6)
+    assert np.allclose(ctx.decrypt(total), 1.25, atol=1e-6)
+    assert np.allclose(ctx.decrypt(acc), 1.25, atol=1e-6)

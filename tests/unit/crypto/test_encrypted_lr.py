@@ -1,0 +1,78 @@
+"""Encrypted logistic regression: matches plaintext training with the same cubic sigmoid, refresh protocol."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dainode.crypto import encrypted_lr as elr
+from dainode.crypto.ckks import CkksContext
+from dainode.errors import CryptoError
+
+N_SAMPLES, N_FEATURES = 40, 6
+
+
+@pytest.fixture(scope="module")
+def setup():
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True)
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(y), size=N_SAMPLES, replace=False)
+    x = x[idx][:, :N_FEATURES]
+    x = (x - x.mean(0)) / x.std(0)  # standardised: the cubic sigmoid only holds for small z
+    y = y[idx].astype(np.float64)
+    key_ctx = elr.create_training_context()
+    trainer_ctx = key_ctx.public_with_eval_keys()
+    # the data provider only needs the bare public key
+    provider_ctx = CkksContext.from_bytes(key_ctx.public().to_bytes())
+    data = elr.encrypt_dataset(provider_ctx, x, y)
+    return key_ctx, trainer_ctx, data, x, y
+
+
+def test_two_epochs_with_refresh_match_plaintext(setup):
+    key_ctx, trainer_ctx, data, x, y = setup
+    assert not trainer_ctx.has_secret_key
+    w0, b0 = np.zeros(N_FEATURES), 0.0
+    model = elr.train_encrypted(key_ctx, trainer_ctx, data, w0, b0, epochs=2)
+    w_enc, b_enc = elr.decrypt_model(key_ctx, model)
+    w, b = w0, b0
+    for _ in range(2):
+        w, b = elr.plaintext_epoch(w, b, x, y)
+    assert np.max(np.abs(w_enc - w)) < 0.03, (w_enc, w)
+    assert abs(b_enc - b) < 0.03
+    # training actually moved the model and it classifies better than chance on its data
+    assert np.max(np.abs(w)) > 0.1
+    acc = np.mean(((x @ w_enc + b_enc) > 0) == (y == 1))
+    assert acc > 0.75
+
+
+def test_depth_allows_one_epoch_then_refresh_is_required(setup):
+    key_ctx, trainer_ctx, data, x, y = setup
+    model = elr.encrypt_model(trainer_ctx, np.full(N_FEATURES, 0.1), 0.0)
+    small = elr.EncryptedDataset(data.rows[:3], data.labels[:3], data.n_features)
+    once = elr.encrypted_epoch(model, small)
+    with pytest.raises(CryptoError, match="refresh"):
+        elr.encrypted_epoch(once, small)
+    refreshed = elr.EncryptedLinearModel.from_bytes(trainer_ctx, elr.refresh_model(key_ctx, once).to_bytes())
+    twice = elr.encrypted_epoch(refreshed, small)
+    w, b = np.full(N_FEATURES, 0.1), 0.0
+    for _ in range(2):
+        w, b = elr.plaintext_epoch(w, b, x[:3], y[:3])
+    w_enc, b_enc = elr.decrypt_model(key_ctx, twice)
+    assert np.max(np.abs(w_enc - w)) < 0.03 and abs(b_enc - b) < 0.03
+
+
+def test_bad_inputs(setup):
+    key_ctx, trainer_ctx, data, x, y = setup
+    with pytest.raises(CryptoError, match="0 or 1"):
+        elr.encrypt_dataset(trainer_ctx, x[:2], np.array([0.0, 2.0]))
+    with pytest.raises(CryptoError, match="standardise"):
+        elr.encrypt_dataset(trainer_ctx, x[:2] * 100, y[:2])
+    with pytest.raises(CryptoError, match="features"):
+        elr.encrypted_epoch(elr.encrypt_model(trainer_ctx, np.zeros(3), 0.0), data)
+    bare = key_ctx.public()
+    with pytest.raises(CryptoError, match="Galois"):
+        elr.encrypted_epoch(elr.encrypt_model(bare, np.zeros(N_FEATURES), 0.0), data)
+    with pytest.raises(CryptoError):
+        elr.EncryptedLinearModel.from_bytes(trainer_ctx, b"DELR\x01\x00\x00\x00\x10abc")
