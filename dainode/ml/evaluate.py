@@ -38,6 +38,16 @@ def _compiled_eval_many(spec: ModelSpec):
     return many
 
 
+def _check_labels(spec: ModelSpec, x, y) -> None:
+    # jnp.take_along_axis clamps out-of-range indices silently: a label >= n_classes would give
+    # a plausible-looking but wrong loss, so labels are checked here.
+    if len(x) == 0 or len(x) != len(y):
+        raise MLError(f"test set needs as many labels as rows and at least one row (x {len(x)}, y {len(y)})")
+    y = np.asarray(y)
+    if y.min() < 0 or y.max() >= spec.n_classes:
+        raise MLError(f"test labels must be in [0, {spec.n_classes}), got range [{int(y.min())}, {int(y.max())}]")
+
+
 def predict(spec: ModelSpec | dict, params: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Predicted class per row."""
     spec = as_spec(spec)
@@ -49,8 +59,7 @@ def predict(spec: ModelSpec | dict, params: np.ndarray, x: np.ndarray) -> np.nda
 def evaluate(spec: ModelSpec | dict, params: np.ndarray, x: np.ndarray, y: np.ndarray) -> dict:
     """``{"n", "accuracy", "loss", "per_class_accuracy": {label: acc or None}}`` (None: class absent)."""
     spec = as_spec(spec)
-    if len(x) == 0 or len(x) != len(y):
-        raise MLError(f"test set needs as many labels as rows and at least one row (x {len(x)}, y {len(y)})")
+    _check_labels(spec, x, y)
     y = np.asarray(y, np.int32)
     pred, loss = _compiled_eval(spec)(np.asarray(params, np.float32), np.asarray(x, np.float32), y)
     pred, loss = np.asarray(pred), np.asarray(loss, np.float64)
@@ -66,6 +75,7 @@ def evaluate_many(spec: ModelSpec | dict, stacked_params: np.ndarray, x: np.ndar
                   y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(accuracy, mean loss) of each row of ``stacked_params`` (shape (k, n_params)) on (x, y)."""
     spec = as_spec(spec)
+    _check_labels(spec, x, y)
     acc, loss = _compiled_eval_many(spec)(np.asarray(stacked_params, np.float32),
                                           np.asarray(x, np.float32), np.asarray(y, np.int32))
     return np.asarray(acc, np.float64), np.asarray(loss, np.float64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dainode.errors import MLError
 from dainode.ml.contribution import RoundRecord, leave_one_out, shapley
 from dainode.ml.reference import REFERENCE_MODEL, reference_job
 from dainode.ml.simulate import run_federated
@@ -80,3 +81,19 @@ def test_identical_updates_get_exactly_equal_shares_and_negatives_clip(digits):
     assert res["values"][0] == pytest.approx(res["values"][1], abs=1e-9)
     assert res["values"][2] < 0 and res["shares"][2] == 0
     assert res["shares"][0] == pytest.approx(0.5)
+
+
+def test_absent_provider_only_earns_in_rounds_it_joined(digits, shuffled_run):
+    """Round records name their participants; a provider missing from a round gets nothing for it."""
+    test = digits[1]
+    recs = []
+    for t, r in enumerate(shuffled_run.records[:6]):
+        keep = [0, 1, 2] if t >= 3 else [0, 1]  # provider 2 joins at round 3; provider 3 never
+        recs.append(RoundRecord(r.global_params, r.updates[keep], r.weights[keep], providers=keep))
+    res = shapley(REFERENCE_MODEL, recs, test.x, test.y, 4)
+    assert all(set(pr) == ({0, 1, 2} if t >= 3 else {0, 1}) for t, pr in enumerate(res["per_round"]))
+    assert res["values"][3] == 0 and res["shares"][3] == 0
+    assert res["values"][2] == pytest.approx(sum(pr[2] for pr in res["per_round"][3:]))
+    with pytest.raises(MLError, match="outside 0..3"):
+        shapley(REFERENCE_MODEL, [RoundRecord(recs[0].global_params, recs[0].updates, recs[0].weights,
+                                              providers=[0, 7])], test.x, test.y, 4)

@@ -90,3 +90,12 @@ def test_bad_training_input(small):
         TrainConfig(optimizer="lbfgs")
     with pytest.raises(MLError, match="bad training config"):
         TrainConfig.from_dict({"epochs": 1, "lr": 0.1})
+
+
+def test_evaluate_refuses_out_of_range_labels(small):
+    """JAX clamps out-of-range gather indices; evaluate must not report a loss for label 10."""
+    _, _, xt, yt = small
+    with pytest.raises(MLError, match=r"test labels must be in \[0, 10\)"):
+        evaluate(MLP, init_params(MLP), xt, np.where(yt == 0, 10, yt))
+    with pytest.raises(MLError, match="as many labels as rows"):
+        evaluate(MLP, init_params(MLP), xt, yt[:-1])
