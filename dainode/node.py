@@ -38,7 +38,7 @@ class Node(Service):
         self.services: list[Service] = []
         self._stop = trio.Event()
         self._lock_fd: int | None = None
-        self.p2p = P2PService(config, identity.libp2p_key)
+        self.p2p = P2PService(config, identity)
 
     # --- lifecycle --------------------------------------------------------------------
 
