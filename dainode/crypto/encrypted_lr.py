@@ -10,18 +10,21 @@ import numpy as np
 from dainode.crypto.ckks import CkksContext, EncryptedVector, detached
 from dainode.errors import CryptoError
 
-# Parameters (see docs/crypto.md). One epoch needs 6 multiplicative levels: x·w (1),
-# the degree-3 sigmoid (3: TenSEAL evaluates c3·x³ as x²·(c3·x)), x·(σ−y) (1) and the
-# 1/n averaging in the update (1). 31+6·26+31 = 218 bits is the most N=8192 allows at
-# 128-bit security. The TenSEAL tutorial's scale 2^21 ([40, 21×6, 40]) was measured here
-# to give dot products off by ~0.2; 2^26 keeps them within ~0.02.
+# Parameters (see docs/crypto.md). One epoch needs 5 multiplicative levels: x·w (1), the
+# cubic sigmoid (2: TenSEAL evaluates c3·x³ as x²·(c3·x)), and err·(x·lr/n) (2, the data
+# side's plaintext scaling runs in parallel). 33+5·26+50 = 213 ≤ 218 bits, the most N=8192
+# allows at 128-bit security. The last (special) prime is what key switching divides by:
+# with the often-quoted [31, 26×6, 31] every rotation in a dot product adds a systematic
+# bias (~0.01 per rotation, 0.05–0.1 per 30-feature dot product, measured here) because
+# the 31-bit first prime is as large as the special prime; a 50-bit special prime cuts it
+# to ~2e-4. The TenSEAL tutorial's scale 2^21 ([40, 21×6, 40]) is worse still (~0.2).
 TRAINING_POLY_MODULUS_DEGREE = 8192
-TRAINING_COEFF_MOD_BIT_SIZES = (31, 26, 26, 26, 26, 26, 26, 31)
+TRAINING_COEFF_MOD_BIT_SIZES = (33, 26, 26, 26, 26, 26, 50)
 TRAINING_SCALE_BITS = 26
 # sigmoid(z) ≈ 0.5 + 0.197 z − 0.004 z³: least-squares fit on [−5, 5] (TenSEAL tutorial 1).
 SIGMOID_COEFFS = (0.5, 0.197, 0.0, -0.004)
 # Outside |z| ≲ 5 the cubic is no sigmoid at all, and values must stay far below the
-# 2^(31−26) = 32 headroom of the last level; standardised features keep z small.
+# 2^(33−26) = 128 range (±64) of the last level; standardised features keep z small.
 MAX_ABS_FEATURE = 8.0
 
 _MODEL_MAGIC = b"DELR"
@@ -157,6 +160,7 @@ def encrypted_epoch(
             raise CryptoError("data and model are encrypted under different CKKS key pairs")
     w, b = model.weight.chunks[0], model.bias.chunks[0]
     coeffs = list(SIGMOID_COEFFS)
+    step = lr / len(data)
     dw = db = None
     try:
         for row, label in zip(data.rows, data.labels):
@@ -167,15 +171,17 @@ def encrypted_epoch(
             # detached: TenSEAL would otherwise mod-switch them in place to the lower level of
             # the left operand, leaving too little depth for the next epoch.
             err = (w.dot(detached(x)) + detached(b)).polyval(coeffs) - detached(y)
-            g = err * detached(x)
+            # lr/n is applied to x (fresh, level 0 -> 1) rather than to the sum, which would
+            # cost a sixth level after err·x.
+            g = err * (x * step)
+            err_scaled = err * step
             if dw is None:
-                dw, db = g, err
+                dw, db = g, err_scaled
             else:
                 dw.add_(g)
-                db.add_(err)
-        step = lr / len(data)
-        new_w = w * (1.0 - lr * l2) - dw * step
-        new_b = b - db * step
+                db.add_(err_scaled)
+        new_w = w * (1.0 - lr * l2) - dw
+        new_b = b - db
     except ValueError as exc:
         raise _depth_error(exc) from None
     except Exception as exc:

@@ -39,8 +39,8 @@ def test_two_epochs_with_refresh_match_plaintext(setup):
     w, b = w0, b0
     for _ in range(2):
         w, b = elr.plaintext_epoch(w, b, x, y)
-    assert np.max(np.abs(w_enc - w)) < 0.03, (w_enc, w)
-    assert abs(b_enc - b) < 0.03
+    assert np.max(np.abs(w_enc - w)) < 0.01, (w_enc, w)
+    assert abs(b_enc - b) < 0.01
     # training actually moved the model and it classifies better than chance on its data
     assert np.max(np.abs(w)) > 0.1
     acc = np.mean(((x @ w_enc + b_enc) > 0) == (y == 1))
@@ -60,7 +60,7 @@ def test_depth_allows_one_epoch_then_refresh_is_required(setup):
     for _ in range(2):
         w, b = elr.plaintext_epoch(w, b, x[:3], y[:3])
     w_enc, b_enc = elr.decrypt_model(key_ctx, twice)
-    assert np.max(np.abs(w_enc - w)) < 0.03 and abs(b_enc - b) < 0.03
+    assert np.max(np.abs(w_enc - w)) < 0.01 and abs(b_enc - b) < 0.01
 
 
 def test_bad_inputs(setup):
@@ -76,3 +76,16 @@ def test_bad_inputs(setup):
         elr.encrypted_epoch(elr.encrypt_model(bare, np.zeros(N_FEATURES), 0.0), data)
     with pytest.raises(CryptoError):
         elr.EncryptedLinearModel.from_bytes(trainer_ctx, b"DELR\x01\x00\x00\x00\x10abc")
+
+
+def test_dot_products_are_unbiased_with_these_parameters(setup):
+    # With a special prime no larger than the first one ([31, 26x6, 31]) each rotation adds
+    # a systematic bias: a 30-feature dot product came out ~0.05-0.1 too high. Guard the choice.
+    key_ctx, trainer_ctx, *_ = setup
+    rng = np.random.default_rng(3)
+    errors = []
+    for _ in range(3):
+        x, w = rng.normal(size=30), rng.normal(size=30) * 0.3
+        dot = trainer_ctx.encrypt(w).chunks[0].dot(trainer_ctx.encrypt(x).chunks[0])
+        errors.append(key_ctx.decrypt(elr.EncryptedVector(key_ctx, [dot], 1))[0] - x @ w)
+    assert max(abs(e) for e in errors) < 5e-3, errors
