@@ -27,6 +27,10 @@ SIGMOID_COEFFS = (0.5, 0.197, 0.0, -0.004)
 # 2^(33−26) = 128 range (±64) of the last level; standardised features keep z small.
 MAX_ABS_FEATURE = 8.0
 
+# Beyond this the values leave the range CKKS can represent at the last level (±64) within
+# a few multiplications, and decryptions turn to noise: refuse rather than continue.
+MAX_ABS_WEIGHT = 16.0
+
 _MODEL_MAGIC = b"DELR"
 _MODEL_VERSION = 1
 _LEN = struct.Struct(">I")
@@ -123,8 +127,11 @@ def refresh_model(key_ctx: CkksContext, model: EncryptedLinearModel) -> Encrypte
     the weights (not the data) at each refresh.
     """
     w, b = decrypt_model(key_ctx, model)
-    if not (np.all(np.isfinite(w)) and np.isfinite(b)):
-        raise CryptoError("refreshed weights are not finite; the encrypted training diverged")
+    if not (np.all(np.isfinite(w)) and np.isfinite(b)) or max(np.max(np.abs(w), initial=0.0), abs(b)) > MAX_ABS_WEIGHT:
+        raise CryptoError(
+            f"the encrypted training diverged (max |weight| {np.max(np.abs(w), initial=0.0):.3g}, bias {b:.3g}); "
+            "lower the learning rate: the cubic sigmoid only holds for small |x·w|"
+        )
     return encrypt_model(key_ctx, w, b)
 
 
@@ -141,7 +148,7 @@ def _depth_error(exc: Exception) -> CryptoError:
 
 
 def encrypted_epoch(
-    model: EncryptedLinearModel, data: EncryptedDataset, *, lr: float = 1.0, l2: float = 0.05
+    model: EncryptedLinearModel, data: EncryptedDataset, *, lr: float = 0.1, l2: float = 0.05
 ) -> EncryptedLinearModel:
     """One full-batch gradient step on encrypted data, computed without the secret key.
 
@@ -192,7 +199,7 @@ def encrypted_epoch(
 
 
 def plaintext_epoch(
-    weight: np.ndarray, bias: float, x: np.ndarray, y: np.ndarray, *, lr: float = 1.0, l2: float = 0.05
+    weight: np.ndarray, bias: float, x: np.ndarray, y: np.ndarray, *, lr: float = 0.1, l2: float = 0.05
 ) -> tuple[np.ndarray, float]:
     """The same step in float64 (same cubic sigmoid): the reference the encrypted run is compared with."""
     x = np.asarray(x, dtype=np.float64)
@@ -210,7 +217,7 @@ def train_encrypted(
     bias: float,
     *,
     epochs: int,
-    lr: float = 1.0,
+    lr: float = 0.1,
     l2: float = 0.05,
 ) -> EncryptedLinearModel:
     """The whole protocol in one process: trainer epoch, key-holder refresh, repeated `epochs` times.

@@ -152,7 +152,10 @@ def _build_header(recipients: Sequence[Recipient], prefix: bytes, ad: bytes, seg
 
 def _read_exact(src: BinaryIO, n: int) -> bytes:
     """Read n bytes (fewer only at end of stream); loops because pipes and sockets return short reads."""
-    buf = bytearray()
+    first = src.read(n)
+    if not first or len(first) == n:
+        return bytes(first or b"")
+    buf = bytearray(first)
     while len(buf) < n:
         chunk = src.read(n - len(buf))
         if not chunk:

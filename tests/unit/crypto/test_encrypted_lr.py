@@ -34,11 +34,11 @@ def test_two_epochs_with_refresh_match_plaintext(setup):
     key_ctx, trainer_ctx, data, x, y = setup
     assert not trainer_ctx.has_secret_key
     w0, b0 = np.zeros(N_FEATURES), 0.0
-    model = elr.train_encrypted(key_ctx, trainer_ctx, data, w0, b0, epochs=2)
+    model = elr.train_encrypted(key_ctx, trainer_ctx, data, w0, b0, epochs=2, lr=1.0)
     w_enc, b_enc = elr.decrypt_model(key_ctx, model)
     w, b = w0, b0
     for _ in range(2):
-        w, b = elr.plaintext_epoch(w, b, x, y)
+        w, b = elr.plaintext_epoch(w, b, x, y, lr=1.0)
     assert np.max(np.abs(w_enc - w)) < 0.01, (w_enc, w)
     assert abs(b_enc - b) < 0.01
     # training actually moved the model and it classifies better than chance on its data
@@ -76,6 +76,8 @@ def test_bad_inputs(setup):
         elr.encrypted_epoch(elr.encrypt_model(bare, np.zeros(N_FEATURES), 0.0), data)
     with pytest.raises(CryptoError):
         elr.EncryptedLinearModel.from_bytes(trainer_ctx, b"DELR\x01\x00\x00\x00\x10abc")
+    with pytest.raises(CryptoError, match="diverged"):
+        elr.refresh_model(key_ctx, elr.encrypt_model(trainer_ctx, np.full(N_FEATURES, 40.0), 0.0))
 
 
 def test_dot_products_are_unbiased_with_these_parameters(setup):
