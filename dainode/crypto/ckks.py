@@ -51,7 +51,12 @@ class CkksContext:
 
     def __init__(self, ts_context: ts.Context):
         self._ctx = ts_context
-        parms = ts_context.data.seal_context().key_context_data().parms()
+        seal_ctx = ts_context.data.seal_context()
+        # SEAL refuses parameters above the HE-standard bound for 128-bit security, but on
+        # load it only records that; check, so a peer cannot hand us a weak context.
+        if not seal_ctx.parameters_set():
+            raise CryptoError(f"CKKS context parameters are invalid or insecure: {seal_ctx.parameters_error_message()}")
+        parms = seal_ctx.key_context_data().parms()
         if getattr(parms.scheme(), "name", str(parms.scheme())).rsplit(".", 1)[-1] != "CKKS":
             raise CryptoError(f"the TenSEAL context uses scheme {parms.scheme()}, not CKKS")
         self._poly_modulus_degree = int(parms.poly_modulus_degree())

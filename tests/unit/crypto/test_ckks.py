@@ -137,6 +137,9 @@ def test_bad_inputs(pub):
         encrypted_weighted_sum([pub.encrypt(np.ones(3))], [1.0, 2.0])
     with pytest.raises(CryptoError, match="invalid CKKS parameters"):
         CkksContext.create(poly_modulus_degree=1000)
+    # 200 bits of modulus at N=4096 would be far below 128-bit security: SEAL refuses
+    with pytest.raises(CryptoError, match="invalid CKKS parameters"):
+        CkksContext.create(poly_modulus_degree=4096)
 
 
 def test_addition_does_not_use_up_the_operands_depth(ctx, pub):
