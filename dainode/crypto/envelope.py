@@ -334,14 +334,17 @@ def decrypt(envelope: bytes, key: PrivateKey, ad: bytes) -> bytes:
     return out.getvalue()
 
 
-def _atomic_stream_to(path: Path, fill) -> int:
+def _atomic_stream_to(path: Path, fill, mode: int) -> int:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # random suffix: two writers of the same destination in one process must not collide
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
     try:
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as f:
             n = fill(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # the umask may have narrowed it
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -354,10 +357,13 @@ def encrypt_file(src: Path, dst: Path, recipients: Iterable[PublicKey], ad: byte
     """Encrypt file `src` into envelope file `dst` (written atomically)."""
     pubs = list(recipients)
     with open(src, "rb") as f:
-        return _atomic_stream_to(dst, lambda out: encrypt_stream(f, out, pubs, ad, **kw))
+        return _atomic_stream_to(dst, lambda out: encrypt_stream(f, out, pubs, ad, **kw), 0o644)
 
 
 def decrypt_file(src: Path, dst: Path, key: PrivateKey, ad: bytes) -> int:
-    """Decrypt envelope file `src` to `dst`; `dst` appears only if the whole envelope authenticated."""
+    """Decrypt envelope file `src` to `dst` (mode 0600: it is private data).
+
+    `dst` appears only if the whole envelope authenticated; on any error nothing is left behind.
+    """
     with open(src, "rb") as f:
-        return _atomic_stream_to(dst, lambda out: decrypt_stream(f, out, key, ad))
+        return _atomic_stream_to(dst, lambda out: decrypt_stream(f, out, key, ad), 0o600)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import tracemalloc
 
 import pytest
@@ -150,6 +151,9 @@ def test_decrypt_file_leaves_nothing_on_failure(tmp_path, x_key):
     out = tmp_path / "out"
     assert env.decrypt_file(sealed, out, x_key, AD) == 4 * SEG
     assert out.read_bytes() == src.read_bytes()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # decrypted data is private
+    with open(sealed, "rb") as f:  # inspect reads just the header from a stream
+        assert env.inspect(f).recipients[0].key_id == key_id(x_key)
     # truncation is only visible at the very end; the first three segments authenticate
     truncated = tmp_path / "truncated"
     truncated.write_bytes(sealed.read_bytes()[: -(SEG + env.TAG_LEN)])
