@@ -26,12 +26,14 @@ def setup():
     trainer_ctx = key_ctx.public_with_eval_keys()
     # the data provider only needs the bare public key
     provider_ctx = CkksContext.from_bytes(key_ctx.public().to_bytes())
-    data = elr.encrypt_dataset(provider_ctx, x, y)
+    data = {p: elr.encrypt_dataset(provider_ctx, x, y, packing=p) for p in (elr.ROWS, elr.COLUMNS)}
     return key_ctx, trainer_ctx, data, x, y
 
 
-def test_two_epochs_with_refresh_match_plaintext(setup):
-    key_ctx, trainer_ctx, data, x, y = setup
+@pytest.mark.parametrize("packing", [elr.ROWS, elr.COLUMNS])
+def test_two_epochs_with_refresh_match_plaintext(setup, packing):
+    key_ctx, trainer_ctx, datasets, x, y = setup
+    data = datasets[packing]
     assert not trainer_ctx.has_secret_key
     w0, b0 = np.zeros(N_FEATURES), 0.0
     model = elr.train_encrypted(key_ctx, trainer_ctx, data, w0, b0, epochs=2, lr=1.0)
@@ -47,10 +49,11 @@ def test_two_epochs_with_refresh_match_plaintext(setup):
     assert acc > 0.75
 
 
-def test_depth_allows_one_epoch_then_refresh_is_required(setup):
-    key_ctx, trainer_ctx, data, x, y = setup
-    model = elr.encrypt_model(trainer_ctx, np.full(N_FEATURES, 0.1), 0.0)
-    small = elr.EncryptedDataset(data.rows[:3], data.labels[:3], data.n_features)
+@pytest.mark.parametrize("packing", [elr.ROWS, elr.COLUMNS])
+def test_depth_allows_one_epoch_then_refresh_is_required(setup, packing):
+    key_ctx, trainer_ctx, _, x, y = setup
+    model = elr.encrypt_model(trainer_ctx, np.full(N_FEATURES, 0.1), 0.0, packing=packing)
+    small = elr.encrypt_dataset(trainer_ctx, x[:3], y[:3], packing=packing)
     once = elr.encrypted_epoch(model, small)
     with pytest.raises(CryptoError, match="refresh"):
         elr.encrypted_epoch(once, small)
@@ -64,18 +67,27 @@ def test_depth_allows_one_epoch_then_refresh_is_required(setup):
 
 
 def test_bad_inputs(setup):
-    key_ctx, trainer_ctx, data, x, y = setup
+    key_ctx, trainer_ctx, datasets, x, y = setup
+    data = datasets[elr.COLUMNS]
     with pytest.raises(CryptoError, match="0 or 1"):
         elr.encrypt_dataset(trainer_ctx, x[:2], np.array([0.0, 2.0]))
     with pytest.raises(CryptoError, match="standardise"):
         elr.encrypt_dataset(trainer_ctx, x[:2] * 100, y[:2])
     with pytest.raises(CryptoError, match="features"):
         elr.encrypted_epoch(elr.encrypt_model(trainer_ctx, np.zeros(3), 0.0), data)
+    with pytest.raises(CryptoError, match="laid out"):
+        elr.encrypted_epoch(elr.encrypt_model(trainer_ctx, np.zeros(N_FEATURES), 0.0, packing=elr.ROWS), data)
+    with pytest.raises(CryptoError, match="unknown packing"):
+        elr.encrypt_dataset(trainer_ctx, x, y, packing="diagonal")
     bare = key_ctx.public()
     with pytest.raises(CryptoError, match="Galois"):
         elr.encrypted_epoch(elr.encrypt_model(bare, np.zeros(N_FEATURES), 0.0), data)
     with pytest.raises(CryptoError):
-        elr.EncryptedLinearModel.from_bytes(trainer_ctx, b"DELR\x01\x00\x00\x00\x10abc")
+        elr.EncryptedLinearModel.from_bytes(trainer_ctx, b"DELR\x01\x00\x00\x00\x02abc")
+    blob = elr.encrypt_model(trainer_ctx, np.zeros(N_FEATURES), 0.0).to_bytes()
+    assert elr.EncryptedLinearModel.from_bytes(trainer_ctx, blob).n_features == N_FEATURES
+    with pytest.raises(CryptoError, match="truncated"):
+        elr.EncryptedLinearModel.from_bytes(trainer_ctx, blob[:-10])
     with pytest.raises(CryptoError, match="diverged"):
         elr.refresh_model(key_ctx, elr.encrypt_model(trainer_ctx, np.full(N_FEATURES, 40.0), 0.0))
 
@@ -91,3 +103,37 @@ def test_dot_products_are_unbiased_with_these_parameters(setup):
         dot = trainer_ctx.encrypt(w).chunks[0].dot(trainer_ctx.encrypt(x).chunks[0])
         errors.append(key_ctx.decrypt(elr.EncryptedVector(key_ctx, [dot], 1))[0] - x @ w)
     assert max(abs(e) for e in errors) < 5e-3, errors
+
+
+def test_more_samples_than_slots_are_processed_in_blocks():
+    # column packing splits n > slot_count samples into several ciphertexts per feature
+    from dainode.crypto.ckks import CkksContext
+
+    key_ctx = CkksContext.create(8192, elr.TRAINING_COEFF_MOD_BIT_SIZES, elr.TRAINING_SCALE_BITS, galois_keys=True)
+    rng = np.random.default_rng(5)
+    n = key_ctx.slot_count + 300
+    x = rng.normal(size=(n, 2)).clip(-4, 4)
+    y = (x[:, 0] - x[:, 1] > 0).astype(np.float64)
+    data = elr.encrypt_dataset(key_ctx, x, y)
+    assert len(data.features[0].chunks) == 2
+    model = elr.encrypted_epoch(elr.encrypt_model(key_ctx, np.array([0.2, -0.1]), 0.05), data, lr=1.0)
+    w_enc, b_enc = elr.decrypt_model(key_ctx, model)
+    w, b = elr.plaintext_epoch(np.array([0.2, -0.1]), 0.05, x, y, lr=1.0)
+    assert np.max(np.abs(w_enc - w)) < 0.01 and abs(b_enc - b) < 0.01
+
+
+@pytest.mark.parametrize("packing", [elr.ROWS, elr.COLUMNS])
+def test_training_leaves_data_and_model_ciphertexts_untouched(setup, packing):
+    # TenSEAL lowers the level of a right operand in place; training must not eat the
+    # data's depth (or the caller's model) as a side effect.
+    key_ctx, trainer_ctx, _, x, y = setup
+    data = elr.encrypt_dataset(trainer_ctx, x[:4], y[:4], packing=packing)
+    model = elr.encrypt_model(trainer_ctx, np.full(N_FEATURES, 0.1), 0.2, packing=packing)
+
+    def levels(vectors):
+        return [c.ciphertext()[0].coeff_modulus_size() for v in vectors for c in v.chunks]
+
+    before = levels(data.features + data.labels + model.weights + [model.bias])
+    elr.encrypted_epoch(model, data)
+    assert levels(data.features + data.labels + model.weights + [model.bias]) == before
+    assert np.allclose(elr.decrypt_model(key_ctx, model)[0], 0.1, atol=1e-4)
