@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import struct
@@ -208,8 +209,6 @@ def _parse_header(src: BinaryIO) -> EnvelopeInfo:
 def inspect(data: bytes | BinaryIO) -> EnvelopeInfo:
     """Parse the header (from bytes starting with it, or a stream positioned at it) without any key."""
     if isinstance(data, (bytes, bytearray, memoryview)):
-        import io
-
         data = io.BytesIO(bytes(data))
     return _parse_header(data)
 
@@ -318,8 +317,6 @@ def _decrypt_payload(info: EnvelopeInfo, src: BinaryIO, dst: BinaryIO, key: Priv
 
 
 def encrypt(data: bytes, recipients: Iterable[PublicKey], ad: bytes, *, segment_log2: int = DEFAULT_SEGMENT_LOG2) -> bytes:
-    import io
-
     out = io.BytesIO()
     encrypt_stream(io.BytesIO(bytes(data)), out, recipients, ad, segment_log2=segment_log2)
     return out.getvalue()
@@ -327,8 +324,6 @@ def encrypt(data: bytes, recipients: Iterable[PublicKey], ad: bytes, *, segment_
 
 def decrypt(envelope: bytes, key: PrivateKey, ad: bytes) -> bytes:
     """All or nothing: returns the plaintext only if every segment authenticated."""
-    import io
-
     out = io.BytesIO()
     decrypt_stream(io.BytesIO(bytes(envelope)), out, key, ad)
     return out.getvalue()
