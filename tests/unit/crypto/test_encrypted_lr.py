@@ -137,3 +137,17 @@ def test_training_leaves_data_and_model_ciphertexts_untouched(setup, packing):
     elr.encrypted_epoch(model, data)
     assert levels(data.features + data.labels + model.weights + [model.bias]) == before
     assert np.allclose(elr.decrypt_model(key_ctx, model)[0], 0.1, atol=1e-4)
+
+
+@pytest.mark.parametrize("packing", [elr.ROWS, elr.COLUMNS])
+def test_dataset_serialisation(setup, packing):
+    key_ctx, trainer_ctx, _, x, y = setup
+    data = elr.encrypt_dataset(key_ctx.public(), x[:5], y[:5], packing=packing)
+    blob = data.to_bytes()
+    back = elr.EncryptedDataset.from_bytes(trainer_ctx, blob)
+    assert (back.packing, back.n_samples, back.n_features) == (packing, 5, N_FEATURES)
+    flat = np.concatenate([key_ctx.decrypt(v) for v in back.features])
+    assert np.allclose(flat, (x[:5] if packing == elr.ROWS else x[:5].T).ravel(), atol=1e-4)
+    for bad in (blob[:-1], blob + b"\0", b"DELD" + blob[4:5] + b"\x07" + blob[6:], blob[:6] + (6).to_bytes(4, "big") + blob[10:]):
+        with pytest.raises(CryptoError):
+            elr.EncryptedDataset.from_bytes(trainer_ctx, bad)
