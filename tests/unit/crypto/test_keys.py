@@ -105,3 +105,13 @@ def test_ckks_context_sealed(tmp_path):
         keys.save_ckks_context(tmp_path, "pub", ctx.public(), PW, light_kdf=True)
     with pytest.raises(CryptoError, match="invalid CKKS key name"):
         keys.save_ckks_context(tmp_path, "../evil", ctx, PW, light_kdf=True)
+
+
+def test_interrupted_init_is_redone_but_a_lone_rsa_key_is_not_replaced(tmp_path):
+    keys.write_sealed(tmp_path / keys.X25519_KEY_FILE, b"half-written init", PW, "x25519", light_kdf=True)
+    k, created = keys.load_or_init_envelope_keys(tmp_path, PW, light_kdf=True)
+    assert created and keys.key_id(keys.load_envelope_keys(tmp_path, PW).x25519) == keys.key_id(k.x25519)
+    (tmp_path / keys.X25519_KEY_FILE).unlink()
+    with pytest.raises(IdentityError, match="restore it from a backup"):
+        keys.load_or_init_envelope_keys(tmp_path, PW, light_kdf=True)
+    assert (tmp_path / keys.RSA_KEY_FILE).exists()
