@@ -1,1 +1,1 @@
-"""Models, local training, datasets, aggregation and contribution (JAX)."""
+"""Models, local training, datasets, aggregation and contribution (JAX, imported lazily: see docs/ml.md)."""
