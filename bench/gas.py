@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="dainode-gas-") as tmp:
-        a = Anvil(Path(tmp) / "anvil.log")
+        a = Anvil(Path(tmp))
         try:
             gas = measure(a)
         finally:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
+import trio
 from eth_account import Account
 
 from dainode.chain.contracts import ContractSet, load_contracts
@@ -26,8 +28,9 @@ DEV_KEY_2 = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 class AnvilProcess:
     """An anvil child on 127.0.0.1 with a fixed port (so a restart keeps the URL)."""
 
-    def __init__(self, workdir: Path, *, prune_history: bool = True, state: bool = False):
+    def __init__(self, workdir: Path, *, prune_history: bool = True, state: bool = False, extra_args: tuple[str, ...] = ()):
         self.workdir = Path(workdir)
+        self.extra_args = list(extra_args)
         self.port = free_port()
         self.prune_history = prune_history
         self.state_file = self.workdir / "anvil-state.json" if state else None
@@ -43,6 +46,7 @@ class AnvilProcess:
             args.append("--prune-history")
         if self.state_file is not None:
             args += ["--state", str(self.state_file)]
+        args += self.extra_args
         log = open(self.workdir / "anvil.log", "ab")
         try:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -112,3 +116,36 @@ async def deploy_all(client: Client) -> ContractSet:
 def cid(n: int) -> bytes:
     """A distinct non-zero bytes32 standing in for a CID digest."""
     return n.to_bytes(32, "big")
+
+
+# --- fixtures shared by the chain-client test modules (import them into a module to use) --------
+
+
+@pytest.fixture(scope="module")
+def anvil(tmp_path_factory):
+    node = AnvilProcess(tmp_path_factory.mktemp("anvil")).start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="module")
+def deployed(anvil):
+    async def go():
+        client = make_client(anvil.url)
+        try:
+            return await deploy_all(client)
+        finally:
+            await client.rpc.aclose()
+
+    return trio.run(go)
+
+
+@pytest.fixture
+async def client(anvil, deployed):
+    c = make_client(anvil.url, contracts=deployed)
+    try:
+        yield c
+    finally:
+        await c.rpc.aclose()

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,56 +11,21 @@ from eth_utils import keccak
 from web3 import Web3
 from web3.contract import Contract
 
+from tests.integration.chain_env import AnvilProcess
+
 ROOT = Path(__file__).resolve().parents[2]
-ANVIL = ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 BUILD = ROOT / "contracts" / "build"
 ZERO = "0x0000000000000000000000000000000000000000"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Anvil(AnvilProcess):
+    """An anvil (see chain_env.AnvilProcess) with a web3 handle: contract tests check the contracts
+    through an independent client, not through dainode's own (which has tests of its own)."""
 
-
-class Anvil:
-    """One anvil process on 127.0.0.1; stop() ends it by PID (also safe to call twice)."""
-
-    def __init__(self, log_path: Path, accounts: int = 10):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            [str(ANVIL), "--port", str(self.port), "--host", "127.0.0.1", "--accounts", str(accounts),
-             "--hardfork", "prague"],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+    def __init__(self, workdir: Path):
+        super().__init__(workdir, prune_history=False, extra_args=("--hardfork", "prague"))
+        self.start()
         self.w3 = Web3(Web3.HTTPProvider(self.url, request_kwargs={"timeout": 30}))
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"anvil exited with {self.proc.returncode}; see {log_path}")
-            try:
-                if self.w3.eth.chain_id:
-                    break
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"anvil did not answer on {self.url} within 30 s; see {log_path}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._log.close()
 
     def increase_time(self, seconds: int) -> None:
         self.w3.provider.make_request("evm_increaseTime", [seconds])
@@ -154,7 +116,7 @@ def events(contract: Contract, rcpt: dict, name: str) -> list[dict]:
 
 def anvil_fixture(tmp_path_factory):
     """Module-scoped anvil (import as a fixture); stopped by PID at teardown, also on failure."""
-    a = Anvil(tmp_path_factory.mktemp("anvil") / "anvil.log")
+    a = Anvil(tmp_path_factory.mktemp("anvil"))
     try:
         yield a
     finally:

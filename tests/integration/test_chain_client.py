@@ -8,39 +8,10 @@ import trio
 from dainode.chain.proof import StateVerifier
 from dainode.chain.rpc import RpcClient, to_int
 from dainode.errors import ChainUnavailable, ProofError, TransactionReverted
+from tests.integration.chain_env import anvil, client, deployed  # noqa: F401 (module-scoped fixtures)
 from tests.integration.chain_env import DEV_KEY_2, AnvilProcess, cid, deploy_all, make_client
 
 OFFER_DATA = 0  # Registry offer kind
-
-
-@pytest.fixture(scope="module")
-def anvil(tmp_path_factory):
-    node = AnvilProcess(tmp_path_factory.mktemp("anvil")).start()
-    try:
-        yield node
-    finally:
-        node.stop()
-
-
-@pytest.fixture(scope="module")
-def deployed(anvil):
-    async def go():
-        client = make_client(anvil.url)
-        try:
-            return await deploy_all(client)
-        finally:
-            await client.rpc.aclose()
-
-    return trio.run(go)
-
-
-@pytest.fixture
-async def client(anvil, deployed):
-    c = make_client(anvil.url, contracts=deployed)
-    try:
-        yield c
-    finally:
-        await c.rpc.aclose()
 
 
 async def transact(c, name, fn, *args, **kw):

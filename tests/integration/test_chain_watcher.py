@@ -10,39 +10,10 @@ import trio
 from dainode.chain.rpc import to_int
 from dainode.chain.watcher import EventWatcher, ws_url_for
 from dainode.errors import ChainUnavailable
+from tests.integration.chain_env import anvil, client, deployed  # noqa: F401 (module-scoped fixtures)
 from tests.integration.chain_env import AnvilProcess, cid, deploy_all, make_client
 
 TIMEOUT = 30  # only to stop hangs
-
-
-@pytest.fixture(scope="module")
-def anvil(tmp_path_factory):
-    node = AnvilProcess(tmp_path_factory.mktemp("anvil")).start()
-    try:
-        yield node
-    finally:
-        node.stop()
-
-
-@pytest.fixture(scope="module")
-def deployed(anvil):
-    async def go():
-        client = make_client(anvil.url)
-        try:
-            return await deploy_all(client)
-        finally:
-            await client.rpc.aclose()
-
-    return trio.run(go)
-
-
-@pytest.fixture
-async def client(anvil, deployed):
-    c = make_client(anvil.url, contracts=deployed)
-    try:
-        yield c
-    finally:
-        await c.rpc.aclose()
 
 
 def watcher_for(client, url, cursor, *, ws=True, start_block=None, poll=0.1):
