@@ -20,7 +20,6 @@ import json
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,24 +32,10 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dainode.localnet import DaemonProcess, daemon_env, dainode_cmd, free_port  # noqa: E402
+from dainode.localnet import DaemonProcess, free_port, init_nodes  # noqa: E402
 
 TOPIC = "/dai/1/offers"
 RECENT_LIMIT = 256
-
-
-def init_nodes(base: Path, names: list[str]) -> dict[str, str]:
-    procs = {
-        n: subprocess.Popen(dainode_cmd("init", "--data-dir", str(base / n), "--light-kdf"), env=daemon_env(), stdout=subprocess.PIPE, text=True)
-        for n in names
-    }
-    ids = {}
-    for n, p in procs.items():
-        out, _ = p.communicate(timeout=120)
-        if p.returncode != 0:
-            raise SystemExit(f"dainode init failed for {n}")
-        ids[n] = next(line.split()[-1] for line in out.splitlines() if line.startswith("peer id"))
-    return ids
 
 
 def topology(n: int, seed: int) -> list[list[int]]:

@@ -36,6 +36,25 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0
     return subprocess.run(dainode_cmd(*args), env=env or daemon_env(), capture_output=True, text=True, timeout=timeout)
 
 
+def init_nodes(base_dir: Path, names: list[str], timeout: float = 120.0) -> dict[str, str]:
+    """`dainode init --light-kdf` for every name in parallel (data dir `base_dir/name`); returns name -> peer id.
+
+    Knowing the peer ids before any node starts lets a caller wire bootstrap addresses up front.
+    """
+    procs = {
+        n: subprocess.Popen(dainode_cmd("init", "--data-dir", str(Path(base_dir) / n), "--light-kdf"), env=daemon_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for n in names
+    }
+    ids = {}
+    for n, p in procs.items():
+        out, _ = p.communicate(timeout=timeout)
+        if p.returncode != 0:
+            raise RuntimeError(f"dainode init failed for {n} (exit {p.returncode}):\n{out}")
+        ids[n] = next(line.split()[-1] for line in out.splitlines() if line.startswith("peer id"))
+    return ids
+
+
 class DaemonProcess:
     """One `dainode start` child process with its own data dir and log file; `stop()` always reaps it."""
 

@@ -9,24 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.integration.daemon import DaemonProcess, dainode_cmd, daemon_env, free_port, run_cli
+from tests.integration.daemon import DaemonProcess, dainode_cmd, daemon_env, free_port, init_nodes, run_cli
 
 N = 5
 TOPIC = "/dai/1/offers"
-
-
-def init_all(base, names) -> dict[str, str]:
-    """`dainode init` for every name in parallel; returns name -> peer id."""
-    procs = {
-        n: subprocess.Popen(dainode_cmd("init", "--data-dir", str(base / n), "--light-kdf"), env=daemon_env(), stdout=subprocess.PIPE, text=True)
-        for n in names
-    }
-    ids = {}
-    for n, p in procs.items():
-        out, _ = p.communicate(timeout=60)
-        assert p.returncode == 0, out
-        ids[n] = next(line.split()[-1] for line in out.splitlines() if line.startswith("peer id"))
-    return ids
 
 
 def wait_until(fn, timeout: float, interval: float = 0.1, what: str = "condition"):
@@ -48,7 +34,7 @@ def received(node: DaemonProcess, marker: str) -> bool:
 def line(tmp_path_factory):
     base = tmp_path_factory.mktemp("line")
     names = [f"n{i}" for i in range(N)]
-    ids = init_all(base, names)
+    ids = init_nodes(base, names)
     ports = [free_port() for _ in names]
     addrs = [f"/ip4/127.0.0.1/tcp/{p}/p2p/{ids[n]}" for p, n in zip(ports, names)]
     nodes = [
