@@ -96,6 +96,8 @@ def b58decode(text: str) -> bytes:
 def _b32decode(text: str) -> bytes:
     # RFC 4648 without padding, as multibase uses it
     text = text.upper()
+    if len(text) % 8 in (1, 3, 6):
+        raise ValueError(f"invalid base32 length {len(text)}")
     return base64.b32decode(text + "=" * (-len(text) % 8))
 
 
