@@ -10,9 +10,23 @@ import { fixedSize } from 'ipfs-unixfs-importer/chunker'
 import { balanced } from 'ipfs-unixfs-importer/layout'
 import { MemoryBlockstore } from 'blockstore-core/memory'
 
+// MemoryBlockstore keys by multihash and lists blocks as raw CIDs: record the CIDs the importer used
+class RecordingBlockstore extends MemoryBlockstore {
+  constructor () {
+    super()
+    this.written = new Map()
+  }
+
+  put (key, val, options) {
+    if (!(val instanceof Uint8Array)) throw new Error('importer wrote a streamed block')
+    this.written.set(key.toString(), val)
+    return super.put(key, val, options)
+  }
+}
+
 const jobs = JSON.parse(process.argv[2])
 for (const job of jobs) {
-  const blockstore = new MemoryBlockstore()
+  const blockstore = new RecordingBlockstore()
   const fs = unixfs({ blockstore })
   const cid = await fs.addByteStream(createReadStream(job.path), {
     chunker: fixedSize({ chunkSize: job.chunkSize }),
@@ -23,8 +37,8 @@ for (const job of jobs) {
   const out = { path: job.path, cid: cid.toString() }
   if (job.dumpBlocks) {
     out.blocks = {}
-    for await (const { cid: c, bytes } of blockstore.getAll()) {
-      out.blocks[c.toString()] = Buffer.from(bytes).toString('base64')
+    for (const [c, bytes] of blockstore.written) {
+      out.blocks[c] = Buffer.from(bytes).toString('base64')
     }
   }
   process.stdout.write(JSON.stringify(out) + '\n')
