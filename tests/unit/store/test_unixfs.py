@@ -103,6 +103,12 @@ def test_last_group_of_one_gets_its_own_parent_like_helia():
     assert len(root.links) == 2
     second = decode_node(blocks[root.links[1].cid])
     assert len(second.links) == 1 and second.links[0].cid.codec == RAW
+    # the library links the fifth leaf from the root directly
+    from libp2p.bitswap.dag_pb import balanced_layout
+
+    leaves = [cid_of(bytes(KIB))] * 5
+    _, lib_root, _ = balanced_layout([(c.to_bytes(), bytes(KIB), KIB) for c in leaves], max_links=4)
+    assert decode_node(lib_root).links[1].cid == leaves[4]
 
 
 def test_tsize_is_the_serialized_size_of_the_child_dag():
