@@ -118,8 +118,13 @@ def test_changes_are_transactions(tmp_path):
     other = sqlite3.connect(tmp_path / "pins.sqlite")
     assert other.execute("SELECT count(*) FROM pins").fetchone() == (1,)
     other.close()
+
+    def delete_then_fail(db):
+        db.execute("DELETE FROM pins")
+        raise RuntimeError("boom")
+
     with pytest.raises(RuntimeError):
-        pins._tx(lambda db: (db.execute("DELETE FROM pins"), (_ for _ in ()).throw(RuntimeError("boom"))))
+        pins._tx(delete_then_fail)
     assert len(pins.list()) == 1  # rolled back
 
 
