@@ -51,7 +51,7 @@ def test_v0_and_v1_share_the_key():
     assert v0 != v1 and v0.key() == v1.key()
 
 
-@pytest.mark.parametrize("text", [EMPTY_RAW, EMPTY_DIR_V1, EMPTY_RAW.upper()]  # "B…" = base32 upper)
+@pytest.mark.parametrize("text", [EMPTY_RAW, EMPTY_DIR_V1, EMPTY_RAW.upper()])  # "B…" = base32 upper
 def test_v1_base32_parse_roundtrip(text):
     cid = CID.parse(text)
     assert str(cid) == text.lower()
