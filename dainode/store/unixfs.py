@@ -93,7 +93,9 @@ def import_file(
         if chunk or first:  # an empty file is one empty chunk, as the reference chunker emits
             builder.add_leaf(chunk)
         first = False
-        if len(chunk) < chunk_size:
+        done = len(chunk) < chunk_size
+        del chunk  # do not hold the previous chunk while the next one is read
+        if done:
             break
     return builder.finish()
 

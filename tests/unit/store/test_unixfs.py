@@ -252,7 +252,7 @@ def test_import_memory_is_bounded_by_the_chunk_not_the_file():
     finally:
         tracemalloc.stop()
     assert result.size == size
-    assert peak < 4 * CHUNK, peak
+    assert peak < 3 * CHUNK, peak  # the chunk being read (parts + joined) and little else
 
 
 def test_import_parameter_errors():
