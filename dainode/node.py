@@ -19,6 +19,7 @@ from dainode.errors import DainodeError
 from dainode.identity import Identity
 from dainode.p2p.service import P2PService
 from dainode.service import Service, start_supervised
+from dainode.store.service import StoreService
 
 LOCK_FILE = "LOCK"
 
@@ -39,6 +40,7 @@ class Node(Service):
         self._stop = trio.Event()
         self._lock_fd: int | None = None
         self.p2p = P2PService(config, identity.libp2p_key)
+        self.store = StoreService(config, self.p2p, self.data_dir)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -59,6 +61,7 @@ class Node(Service):
             async with trio.open_nursery() as nursery:
                 self.registry.add_all(self.rpc_methods())
                 await self._start(nursery, self.p2p)
+                await self._start(nursery, self.store)
                 # subsystem services (started in dependency order; each registers its RPC methods)
                 await self._start(nursery, AdminServer(socket_path(self.data_dir), self.registry))
                 self.log.info(
