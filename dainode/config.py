@@ -87,6 +87,7 @@ class GossipConfig:
     time_window_s: float = field(default=300.0, metadata=_doc("Accept messages whose timestamp is at most this far from local time.", check=_positive))
     heartbeat_s: float = field(default=1.0, metadata=_doc("Gossipsub heartbeat interval (mesh maintenance).", check=_positive))
     seen_ttl_s: float = field(default=900.0, metadata=_doc("How long message ids are remembered to drop replays.", check=_positive))
+    mesh_degree: int = field(default=6, metadata=_doc("Gossipsub mesh degree D (peers each message is pushed to); D_low = D-2, D_high = 2D.", check=_positive))
 
 
 @dataclass

@@ -92,6 +92,10 @@ class RequestTimeout(P2PError):
     """A request/response exchange with a peer did not finish in time."""
 
 
+class RemoteError(P2PError):
+    """A peer answered a request/response exchange with an error (its handler refused the request)."""
+
+
 # --- content storage ----------------------------------------------------------------
 
 

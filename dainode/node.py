@@ -39,7 +39,7 @@ class Node(Service):
         self.services: list[Service] = []
         self._stop = trio.Event()
         self._lock_fd: int | None = None
-        self.p2p = P2PService(config, identity.libp2p_key)
+        self.p2p = P2PService(config, identity)
         self.store = StoreService(config, self.p2p, self.data_dir)
 
     # --- lifecycle --------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dainode.errors import ConfigError, DainodeError
 COMMAND_MODULES = [
     "dainode.cli.daemon",
     "dainode.cli.client",
+    "dainode.cli.p2p",
     "dainode.cli.store",
 ]
 

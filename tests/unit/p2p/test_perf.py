@@ -1,0 +1,141 @@
+"""The CPU trims in dainode/p2p/perf.py and DaiGossipSub, each shown against the library behaviour."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.id import ID
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.stream_muxer.yamux.yamux import YamuxStream
+
+from dainode.p2p import perf, topics
+from tests.unit.p2p.helpers import connect_line, running_nodes
+
+
+class FakeHost:
+    def __init__(self):
+        self._id = ID.from_pubkey(create_new_key_pair().public_key)
+
+    def get_id(self):
+        return self._id
+
+
+def test_signed_record_is_verified_once_per_peer_and_bytes():
+    calls = []
+
+    def original(msg, host, peer_id):
+        calls.append(msg.senderRecord)
+        return msg.senderRecord != b"bad"
+
+    cache = perf._RecordCache()
+    check = cache.wrap(original)
+    host, peer = FakeHost(), FakeHost().get_id()
+    rpc = rpc_pb2.RPC(senderRecord=b"record-1")
+    assert check(rpc, host, peer) and check(rpc, host, peer) and check(rpc, host, peer)
+    assert calls == [b"record-1"]  # library: verified on every RPC
+    assert check(rpc_pb2.RPC(senderRecord=b"record-2"), host, peer)  # a new record is verified
+    assert check(rpc, host, FakeHost().get_id())  # same bytes from another peer: verified again
+    bad = rpc_pb2.RPC(senderRecord=b"bad")
+    assert not check(bad, host, peer) and not check(bad, host, peer)  # failures are never cached
+    assert calls == [b"record-1", b"record-2", b"record-1", b"bad", b"bad"]
+    assert check(rpc_pb2.RPC(), host, peer)  # no record: nothing to verify
+
+
+def test_local_record_rebuilt_at_most_every_ttl():
+    calls = []
+    cache = perf._LocalRecordCache(ttl=60)
+    build = cache.wrap(lambda host: calls.append(host) or (b"env", False))
+    host = FakeHost()
+    assert [build(host) for _ in range(5)] == [(b"env", False)] * 5
+    assert len(calls) == 1
+    build(FakeHost())
+    assert len(calls) == 2
+    cache.ttl = 0
+    build(host)
+    assert len(calls) == 3
+
+
+def test_install_patches_both_pubsub_modules():
+    import libp2p.pubsub.gossipsub as g
+    import libp2p.pubsub.pubsub as p
+
+    perf.install()
+    assert hasattr(p.maybe_consume_signed_record, "__wrapped__")
+    assert g.maybe_consume_signed_record is p.maybe_consume_signed_record
+    assert hasattr(g.env_to_send_in_RPC, "__wrapped__") and hasattr(p.env_to_send_in_RPC, "__wrapped__")
+
+
+async def _count_control(a, b, size: int, count: int = 20) -> Counter:
+    counts: Counter = Counter()
+    original = Pubsub.write_msg
+
+    async def counting(self, stream, rpc):
+        if rpc.HasField("control") and rpc.control.idontwant:
+            counts["idontwant"] += 1
+        if rpc.publish:
+            counts["publish"] += 1
+        return await original(self, stream, rpc)
+
+    sub = b.gossip.subscribe(topics.TASKS)
+    Pubsub.write_msg = counting
+    try:
+        for i in range(count):
+            await a.gossip.publish(topics.TASKS, "x", {"i": i, "pad": b"\x00" * size})
+            with trio.fail_after(5):
+                await sub.receive()
+    finally:
+        Pubsub.write_msg = original
+    return counts
+
+
+async def test_idontwant_only_for_large_relayed_messages():
+    async with running_nodes(3) as nodes:
+        a, b, c = nodes
+        await connect_line(nodes)
+        small = await _count_control(a, c, 1000)
+        assert small["idontwant"] == 0 and small["publish"] >= 40
+        large = await _count_control(a, c, 20 * 1024, count=5)
+        assert large["idontwant"] >= 5  # b relays: it tells its other mesh peer (c) it has the message
+        for n in nodes:  # the library behaviour: one control RPC per mesh peer per message, own ones too
+            n.gossip.router.IDONTWANT_MIN_BYTES = 0
+        library = await _count_control(a, c, 1000)
+        assert library["idontwant"] >= 40
+
+
+async def _window_updates(monkeypatch, update_fn) -> int:
+    monkeypatch.setattr(YamuxStream, "_auto_tune_and_send_window_update", update_fn)
+    updates = Counter()
+    original = YamuxStream.send_window_update
+
+    async def counting(self, *args, **kwargs):
+        updates["n"] += 1
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(YamuxStream, "send_window_update", counting)
+    async with running_nodes(2) as (a, b):
+        await connect_line([a, b])
+        sub = b.gossip.subscribe(topics.CHAIN)
+        updates.clear()
+        for i in range(50):
+            await a.gossip.publish(topics.CHAIN, "x", {"i": i})
+            with trio.fail_after(5):
+                await sub.receive()
+        # bulk data still flows: a 200 KiB body crosses several half-window updates
+        await a.gossip.publish(topics.CHAIN, "big", {"blob": b"\x01" * (200 * 1024)})
+        with trio.fail_after(5):
+            assert len((await sub.receive()).body["blob"]) == 200 * 1024
+        small_updates = updates["n"]
+    monkeypatch.setattr(YamuxStream, "send_window_update", original)
+    return small_updates
+
+
+async def test_yamux_window_updates_are_batched(monkeypatch):
+    perf.install()
+    ours_fn = YamuxStream._auto_tune_and_send_window_update
+    assert ours_fn is perf._go_style_window_update
+    ours = await _window_updates(monkeypatch, ours_fn)
+    library = await _window_updates(monkeypatch, ours_fn.__wrapped__)  # 0.8.1: an update per read
+    assert ours <= 5 and library >= 50, (ours, library)
