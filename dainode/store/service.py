@@ -354,6 +354,7 @@ class StoreService(Service):
                 else:
                     await get_block(root)
                     count = 1
+                await self.bitswap.flush()  # fetched blocks are written in the background
                 async with self._gc_lock:
                     kind = await trio.to_thread.run_sync(lambda: self.pins.add(root, recursive=recursive))
             finally:

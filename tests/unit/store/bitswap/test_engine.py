@@ -40,6 +40,7 @@ async def test_fetch_between_two_engines_and_stats():
                 for i in range(len(cids)):
                     n.start_soon(one, i)
         assert sorted(got) == list(enumerate(data))
+        await b.flush()
         assert await b.blocks.get(cids[0].to_bytes()) == data[0]  # stored locally
         sb, sa = b.stat(), a.stat()
         assert sb["blocks_received"] == 5 and sb["bytes_received"] == sum(map(len, data)) and sb["bad_blocks"] == 0
@@ -259,6 +260,7 @@ async def test_tampered_block_is_dropped_sender_excluded_fetch_completes_elsewhe
                         assert evil.get_id() in s.excluded
                         await connect(ha, hb)  # the honest provider appears later
                 assert result == [block]
+                await a.flush()
                 assert await a.blocks.get(cid.to_bytes()) == block
                 st = a.stat()
                 assert st["bad_blocks_by_peer"] == {evil.get_id().to_base58(): 1}
