@@ -58,8 +58,8 @@ def random_file(path: Path, size: int) -> Path:
     return path
 
 
-def bench_dainode(work: Path, src: Path, runs: int, profile: Path | None) -> list[float]:
-    a = DaemonProcess(work, "provider")
+def bench_dainode(work: Path, src: Path, runs: int, profile: Path | None, profile_provider: Path | None = None) -> list[float]:
+    a = ProfiledDaemon(work, "provider", profile_path=profile_provider) if profile_provider else DaemonProcess(work, "provider")
     b = ProfiledDaemon(work, "fetcher", profile_path=profile) if profile else DaemonProcess(work, "fetcher")
     rates = []
     try:
@@ -105,12 +105,13 @@ def main() -> int:
     ap.add_argument("--size", type=float, default=64, help="file size in MiB (default 64)")
     ap.add_argument("--runs", type=int, default=1, help="fetches per side (default 1)")
     ap.add_argument("--profile", type=Path, help="cProfile the receiving daemon into this file and print its top entries")
+    ap.add_argument("--profile-provider", type=Path, help="cProfile the serving daemon into this file")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-bitswap-") as tmp:
         work = Path(tmp)
         src = random_file(work / "src.bin", int(args.size * MiB))
-        dainode = bench_dainode(work, src, args.runs, args.profile)
+        dainode = bench_dainode(work, src, args.runs, args.profile, args.profile_provider)
         helia = bench_helia(work, src, args.runs)
     best_d, best_h = max(dainode), max(helia)
     result = {
@@ -127,8 +128,11 @@ def main() -> int:
         print(f"Helia   -> Helia:   {', '.join(f'{r:.1f}' for r in helia)} MB/s")
         print(f"ratio (best dainode / best Helia): {result['ratio_best']:.2f}")
     if args.profile:
-        print(f"\nreceiving daemon profile ({args.profile}), top 25 by cumulative time of the whole process:")
+        print(f"\nreceiving daemon profile ({args.profile}), top 25 by own time:")
         pstats.Stats(str(args.profile)).sort_stats("tottime").print_stats(25)
+    if args.profile_provider:
+        print(f"\nserving daemon profile ({args.profile_provider}), top 25 by own time:")
+        pstats.Stats(str(args.profile_provider)).sort_stats("tottime").print_stats(25)
     return 0
 
 

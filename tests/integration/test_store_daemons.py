@@ -175,3 +175,20 @@ async def test_tampering_provider_is_counted_and_fetch_completes_from_honest_one
     assert served, "the fetcher never asked the evil peer for a block"
     assert stat["bad_blocks_by_peer"].get(evil.get_id().to_base58(), 0) >= 1
     assert check_blockstore(fetcher.data_dir) > 0
+
+
+def test_provider_found_through_the_dht(daemon_factory, tmp_path):
+    """C is connected only to B; B does not have the file; C finds A through A's DHT provider record."""
+    quiet = {"DAINODE_P2P_LOW_WATER": "0"}  # no automatic dialling: only the links we make
+    a = daemon_factory("a", env=quiet).start()
+    b = daemon_factory("b", bootstrap=[a.multiaddr], env=quiet).start()
+    src = random_file(tmp_path / "f.bin", 700 * KiB)
+    cid = a.rpc("store_add", path=str(src))["cid"]  # pinned, so announced with p2p.provide
+    c = daemon_factory("c", bootstrap=[b.multiaddr], env=quiet).start()
+    assert a.info["peer_id"] not in [p["peer_id"] for p in c.rpc("p2p_peers")]
+    dst = tmp_path / "dst.bin"
+    c.rpc("store_get", cid=cid, path=str(dst), timeout=90)
+    assert dst.read_bytes() == src.read_bytes()
+    stat = c.rpc("bitswap_stat")
+    assert stat["provider_lookups"] >= 1 and stat["providers_found"] >= 1
+    assert stat["blocks_received_from"].get(a.info["peer_id"], 0) >= 1

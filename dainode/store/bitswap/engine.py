@@ -41,6 +41,8 @@ class Stats:
         self.protocol_errors: Counter[str] = Counter()
         self.messages_received = 0
         self.put_errors = 0
+        self.provider_lookups = 0
+        self.providers_found = 0
         self.sent_to: Counter[str] = Counter()
         self.received_from: Counter[str] = Counter()
 
@@ -371,6 +373,8 @@ class Bitswap:
             "bad_blocks_by_peer": dict(s.bad_blocks),
             "protocol_errors_by_peer": dict(s.protocol_errors),
             "messages_received": s.messages_received,
+            "provider_lookups": s.provider_lookups,
+            "providers_found": s.providers_found,
             "wantlist": [w.cid.hex() for w in list(self.wants.values())[:100]],
             "wantlist_size": len(self.wants),
             "peer_wantlists": {p.to_base58(): len(l) for p, l in self.ledgers.items() if l},

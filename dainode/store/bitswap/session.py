@@ -164,7 +164,9 @@ class Session:
         """Connected peers had nothing: look the block up on the DHT and dial the providers."""
         try:
             mh = wire.parse_cid_bytes(want.cid).multihash
+            self.engine.stats.provider_lookups += 1
             providers = await self.engine.find_providers(mh)
+            self.engine.stats.providers_found += len(providers)
             connected = set(self.engine.connected_peers())
             for info in providers:
                 if info.peer_id in self.excluded:
