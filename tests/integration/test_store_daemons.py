@@ -30,11 +30,23 @@ def random_file(path, size: int):
     return path
 
 
+FAST_FAIL = {"DAINODE_STORE_FETCH_TIMEOUT_S": "8"}  # a missing block fails in seconds, not 120 s
+
+
 @pytest.fixture
 def pair(daemon_factory):
-    a = daemon_factory("a").start()
-    b = daemon_factory("b").start()
+    a = daemon_factory("a", env=FAST_FAIL).start()
+    b = daemon_factory("b", env=FAST_FAIL).start()
     return a, b
+
+
+def peak_rss(pid: int) -> int:
+    """The process's high-water resident set size in bytes (Linux VmHWM)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM")
 
 
 def cli(node, *args, timeout=120.0):
@@ -63,6 +75,7 @@ def test_add_on_a_get_on_b_byte_identical(pair, tmp_path, size):
     assert CID.parse(cid).version == 1
     dst = tmp_path / "out" / "dst.bin"
     dst.parent.mkdir()
+    rss_before = peak_rss(b.pid)
     t0 = time.monotonic()
     got = cli(b, "get", cid, "-o", str(dst), "--peer", a.multiaddr, timeout=300)
     elapsed = time.monotonic() - t0
@@ -70,7 +83,9 @@ def test_add_on_a_get_on_b_byte_identical(pair, tmp_path, size):
     assert not [p for p in dst.parent.iterdir() if p.name != "dst.bin"]  # no temp file left
     if size >= 100 * MiB:
         assert "MB/s" in got.stderr
-        print(f"100 MiB fetched in {elapsed:.1f} s ({size / elapsed / 1e6:.1f} MB/s)")
+        growth = peak_rss(b.pid) - rss_before
+        print(f"100 MiB fetched in {elapsed:.1f} s ({size / elapsed / 1e6:.1f} MB/s), peak RSS grew {growth / MiB:.1f} MiB")
+        assert growth < 64 * MiB  # streamed: memory is bounded by the want window, not the file
     stat = b.rpc("bitswap_stat")
     assert stat["bad_blocks"] == 0 and stat["blocks_received"] >= 1
     if size == 0:
@@ -99,8 +114,11 @@ def test_cat_offsets_pins_and_gc(pair, tmp_path):
     before = a.rpc("store_stat")["blocks"]
     assert cli(a, "repo", "gc").stdout.startswith("removed 3 blocks")
     assert a.rpc("store_stat")["blocks"] == before - 3
-    # pinned content survives gc, byte-identical; the unpinned file is gone
+    # pinned content survives gc, byte-identical; the unpinned file is gone (and B never had it)
     assert base64.b64decode(a.rpc("store_cat", cid=cid)["data"]) == data
+    failed = run_cli("get", unpinned["cid"], "-o", str(tmp_path / "nope.bin"), "--data-dir", str(a.data_dir), timeout=60)
+    assert failed.returncode == 1 and "not found within 8 s" in failed.stderr, failed.stderr
+    assert not (tmp_path / "nope.bin").exists()
     assert cli(a, "repo", "gc").stdout.startswith("removed 0 blocks")
     # B fetches and pins A's file; A unpins and collects; A gets it back from B
     b.rpc("store_get", cid=cid, path=str(tmp_path / "x.bin"), providers=[a.multiaddr])

@@ -266,3 +266,23 @@ async def test_tampered_block_is_dropped_sender_excluded_fetch_completes_elsewhe
                 assert st["bad_blocks_by_peer"] == {evil.get_id().to_base58(): 1}
                 assert st["blocks_received_from"][hb.get_id().to_base58()] == 1
                 nursery.cancel_scope.cancel()
+
+
+async def test_session_spreads_wants_over_several_providers():
+    data = [os.urandom(20_000) for _ in range(24)]
+    blocks = {cid_of(d): d for d in data}
+    stores = [MemoryBlocks(blocks), MemoryBlocks(blocks), MemoryBlocks()]
+    async with bitswap_peers(3, stores) as [(ha, a), (hb, b), (hc, c)]:
+        await connect(hc, ha)
+        await connect(hc, hb)
+        with session(c, wants=8) as s:
+            async with trio.open_nursery() as n:
+                for cid in blocks:
+                    n.start_soon(s.get, cid.to_bytes())
+            assert set(s.peers) == {ha.get_id(), hb.get_id()}
+        await c.flush()
+        for cid, d in blocks.items():
+            assert await c.blocks.get(cid.to_bytes()) == d
+        got_from = c.stat()["blocks_received_from"]
+        assert got_from.get(ha.get_id().to_base58(), 0) > 0 and got_from.get(hb.get_id().to_base58(), 0) > 0
+        assert sum(got_from.values()) == len(blocks) + c.stats.dup_blocks
