@@ -39,6 +39,9 @@ class _BlockAccess:
     async def get(self, cid: bytes) -> bytes | None:
         return await trio.to_thread.run_sync(self.bs.get, CID.parse(cid))
 
+    async def get_many(self, cids: list[bytes]) -> list[bytes | None]:
+        return await trio.to_thread.run_sync(lambda: [self.bs.get(CID.parse(c)) for c in cids])
+
     async def put(self, cid: bytes, data: bytes) -> None:
         await trio.to_thread.run_sync(self.bs.put, CID.parse(cid), data)
 

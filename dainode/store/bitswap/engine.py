@@ -194,6 +194,7 @@ class Bitswap:
         peer = stream.muxed_conn.peer_id
         reader = wire.MessageReader(stream)
         try:
+            await yamux_wait.widen_receive_window(stream)
             while True:
                 payload = await reader.read()
                 if payload is None:

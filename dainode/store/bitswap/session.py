@@ -109,7 +109,6 @@ class Session:
 
     async def _fetch(self, want: Want, mine: set[ID]) -> bytes:
         engine = self.engine
-        asked_have: set[ID] = set()
         tried: set[ID] = set()  # asked for the block and failed to deliver in time
         while not want.done.is_set():
             changed = want.changed
@@ -133,14 +132,14 @@ class Session:
                         mine.add(peer)
                         self.inflight[peer] += 1
                 else:
+                    # want.sent forgets a peer whose stream broke, so it is asked again
                     targets = [
                         p
                         for p in engine.connected_peers()
-                        if p not in asked_have and p not in self.excluded and p not in want.dont_haves
+                        if p not in want.sent and p not in self.excluded and p not in want.dont_haves
                     ]
                     for p in targets:
                         engine.send_want(p, want, block=False)
-                        asked_have.add(p)
                     if not targets:
                         self._maybe_discover(want)
                         tried.clear()  # nobody new: give earlier (slow) providers another chance

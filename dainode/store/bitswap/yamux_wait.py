@@ -104,3 +104,32 @@ def install() -> None:
     write.__wrapped__ = cls.write  # type: ignore[attr-defined]
     cls.write = write
     cls._dai_window_wakeup = True
+
+
+#: Receive window we grant on a bitswap stream (go-yamux allows up to 16 MiB).
+BULK_RECEIVE_WINDOW = 8 * 1024 * 1024
+
+
+async def widen_receive_window(net_stream, size: int = BULK_RECEIVE_WINDOW) -> int:
+    """Grant the peer `size` bytes of credit on this stream now; returns the increment sent.
+
+    Streams start at 256 KiB of credit. With the go-style window updates the node installs
+    (dainode/p2p/perf.py: an update only once half the window is consumed) the window grows
+    only if that happens within 4 RTTs of the previous update, which on loopback (measured
+    RTT ~0.2 ms) practically never does: a bulk sender then stalls every 128 KiB for a round
+    trip through both event loops (measured: 37-47 MB/s before, 52-72 MB/s after, 64 MiB).
+    A bitswap stream carries messages up to 4 MiB, so we offer 8 MiB up front (the memory a
+    peer can make us buffer on it is bounded by that).
+    """
+    ys = getattr(net_stream, "muxed_stream", None)
+    if not isinstance(ys, _y.YamuxStream):
+        return 0
+    async with ys.window_lock:
+        buffered = len(ys.conn.stream_buffers.get(ys.stream_id, b""))
+        ys.target_recv_window = max(ys.target_recv_window, size)
+        increment = ys.target_recv_window - (ys.recv_window + buffered)
+        if increment <= 0:
+            return 0
+        ys.recv_window += increment
+    await ys.send_window_update(increment, skip_lock=True)
+    return increment

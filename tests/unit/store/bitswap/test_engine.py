@@ -286,3 +286,34 @@ async def test_session_spreads_wants_over_several_providers():
         got_from = c.stat()["blocks_received_from"]
         assert got_from.get(ha.get_id().to_base58(), 0) > 0 and got_from.get(hb.get_id().to_base58(), 0) > 0
         assert sum(got_from.values()) == len(blocks) + c.stats.dup_blocks
+
+
+async def test_engine_grants_a_large_receive_window_on_bitswap_streams():
+    """With the go-style window updates every daemon installs (dainode/p2p/perf.py) a stream
+    keeps 256 KiB of credit on loopback: it grows only when half of it is consumed within
+    4 RTTs (RTT ~0.2 ms). A bulk sender then stalls every 128 KiB. The engine grants 8 MiB."""
+    from dainode.p2p import perf
+    from dainode.store.bitswap.yamux_wait import BULK_RECEIVE_WINDOW
+
+    perf.install()  # process-wide and idempotent, as in the daemon
+
+    async with bitswap_peers(1) as [(hs, server)]:
+        async with trio.open_nursery() as nursery:
+            async with running_host(nursery) as raw:
+                await connect(raw, hs)
+                # the library's own behaviour, shown on a plain handler of the raw host
+                async def plain(stream):
+                    await read_all(stream, [])
+
+                hs.set_stream_handler(TProtocol("/test/plain/1"), plain)
+                other = await raw.new_stream(hs.get_id(), [TProtocol("/test/plain/1")])
+                await other.write(b"x")
+                await trio.sleep(0.2)
+                assert other.muxed_stream.send_window <= 256 * 1024
+                ours = await raw.new_stream(hs.get_id(), [TProtocol(wire.PROTOCOL_120)])
+                await ours.write(wire.frame(wire.encode(entries=[wire.WantEntry(cid_of(b"q").to_bytes(), want_have=True)])))
+                with trio.fail_after(10):
+                    while ours.muxed_stream.send_window < BULK_RECEIVE_WINDOW / 2:
+                        await trio.sleep(0.02)
+                assert ours.muxed_stream.send_window >= BULK_RECEIVE_WINDOW - 1024
+                nursery.cancel_scope.cancel()
