@@ -217,44 +217,74 @@ class Bitswap:
             pass
 
     async def on_message(self, peer: ID, msg: wire.Decoded) -> None:
-        for prefix, data in msg.blocks:
-            await self._on_block(peer, prefix, data)
+        if msg.blocks:
+            await self._on_blocks(peer, msg.blocks)
         for cid, have in msg.presences:
             self._on_presence(peer, cid, have)
         if msg.entries or msg.full:
             await self._on_wantlist(peer, msg)
 
-    async def _on_block(self, peer: ID, prefix: bytes | None, data: bytes) -> None:
-        self.stats.blocks_received += 1
-        self.stats.bytes_received += len(data)
-        self.stats.received_from[peer.to_base58()] += 1
-        if len(data) > wire.MAX_BLOCK_SIZE:
-            self.penalise(peer, f"block of {len(data)} bytes exceeds {wire.MAX_BLOCK_SIZE}")
-            return
-        try:
-            parts = await _hash_block(prefix, data)
-        except ProtocolError as exc:
-            self.penalise(peer, str(exc))
-            return
-        want = self.wants.get(parts.multihash)
-        if want is None or want.done.is_set():
-            if parts.multihash in self._recent or await self.blocks.has(parts.to_bytes()):
-                self.stats.dup_blocks += 1
-                self.stats.dup_bytes += len(data)
-            else:
-                # No want matches the hash of these bytes: a tampered block (or one nobody asked for).
-                self.penalise(peer, "block matches no wanted CID")
-            return
-        try:
-            self.blocks.verify(want.cid, data)  # the CID we asked for, not the one the sender claims
-        except InvalidBlock as exc:
-            self.penalise(peer, str(exc))
-            return
-        if want.done.is_set():  # resolved by another copy while we were hashing
+    def _check_blocks(self, blocks: list[tuple[bytes | None, bytes]]) -> list[tuple]:
+        """Hash and verify a message's blocks (in a worker thread: hashlib releases the GIL).
+
+        Returns per block ("bad", reason) | ("unwanted", CidParts) | ("ok", CidParts, Want).
+        The want is looked up by the multihash of the bytes, then `verify` checks the bytes
+        against the CID *we asked for*, not the one the sender claims.
+        """
+        out: list[tuple] = []
+        for prefix, data in blocks:
+            if len(data) > wire.MAX_BLOCK_SIZE:
+                out.append(("bad", f"block of {len(data)} bytes exceeds {wire.MAX_BLOCK_SIZE}"))
+                continue
+            try:
+                parts = wire.cid_for_block(prefix, data)
+            except ProtocolError as exc:
+                out.append(("bad", str(exc)))
+                continue
+            want = self.wants.get(parts.multihash)  # a plain dict read: safe from a thread
+            if want is None:
+                out.append(("unwanted", parts))
+                continue
+            try:
+                self.blocks.verify(want.cid, data)
+            except InvalidBlock as exc:
+                out.append(("bad", str(exc)))
+                continue
+            out.append(("ok", parts, want))
+        return out
+
+    async def _on_blocks(self, peer: ID, blocks: list[tuple[bytes | None, bytes]]) -> None:
+        name = peer.to_base58()
+        for _, data in blocks:
+            self.stats.blocks_received += 1
+            self.stats.bytes_received += len(data)
+            self.stats.received_from[name] += 1
+        if sum(len(d) for _, d in blocks) >= 64 * 1024:
+            checked = await trio.to_thread.run_sync(self._check_blocks, blocks)
+        else:  # a thread hop costs more than hashing a few small blocks
+            checked = self._check_blocks(blocks)
+        for (_, data), result in zip(blocks, checked):
+            if result[0] == "bad":
+                self.penalise(peer, result[1])
+                continue
+            parts = result[1]
+            want = result[2] if result[0] == "ok" else None
+            if want is None or want.done.is_set() or self.wants.get(want.mh) is not want:
+                if parts.multihash in self._recent or await self.blocks.has(parts.to_bytes()):
+                    self.stats.dup_blocks += 1
+                    self.stats.dup_bytes += len(data)
+                elif want is None:
+                    # No want matches the hash of these bytes: a tampered block (or one nobody asked for).
+                    self.penalise(peer, "block matches no wanted CID")
+                continue  # (a want released while we hashed: nobody needs the block any more)
+            await self._deliver(peer, want, data)
+
+    async def _deliver(self, peer: ID, want: Want, data: bytes) -> None:
+        await self._store(want.cid, data)
+        if want.done.is_set():  # another copy won while we waited for a put slot (put is idempotent)
             self.stats.dup_blocks += 1
             self.stats.dup_bytes += len(data)
             return
-        await self._store(want.cid, data)
         want.data = data
         want.done.set()
         want.pending_block.pop(peer, None)
@@ -383,10 +413,3 @@ class Bitswap:
             "blocks_sent_to": dict(s.sent_to),
             "blocks_received_from": dict(s.received_from),
         }
-
-
-async def _hash_block(prefix: bytes | None, data: bytes) -> wire.CidParts:
-    # sha2-256 of 256 KiB takes ~0.2 ms; only big blocks are worth a thread hop
-    if len(data) >= 1024 * 1024:
-        return await trio.to_thread.run_sync(wire.cid_for_block, prefix, data)
-    return wire.cid_for_block(prefix, data)
