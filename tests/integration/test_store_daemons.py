@@ -183,15 +183,27 @@ async def test_tampering_provider_is_counted_and_fetch_completes_from_honest_one
             evil.set_stream_handler(TProtocol(wire.PROTOCOL_120), evil_handler)
             evil_addr = f"{evil.get_transport_addrs()[0]}/p2p/{evil.get_id().to_base58()}"
             dst = tmp_path / "dst.bin"
-            # the evil peer first (it is asked first), then the honest one
-            await trio.to_thread.run_sync(
-                lambda: fetcher.rpc("store_get", cid=cid, path=str(dst), providers=[evil_addr, honest.multiaddr], timeout=120)
-            )
-            stat = await trio.to_thread.run_sync(lambda: fetcher.rpc("bitswap_stat"))
+            evil_id = evil.get_id().to_base58()
+
+            def rpc(method, **params):
+                return trio.to_thread.run_sync(lambda: fetcher.rpc(method, **params))
+
+            # only the evil peer at first, so it is certainly asked; the honest one joins later
+            job = await rpc("store_get", cid=cid, path=str(dst), providers=[evil_addr], background=True)
+            with trio.fail_after(60):
+                while not (await rpc("bitswap_stat"))["bad_blocks_by_peer"].get(evil_id):
+                    await trio.sleep(0.05)
+            await rpc("p2p_connect", multiaddr=honest.multiaddr)
+            with trio.fail_after(60):
+                while (progress := await rpc("store_progress", job=job["job"]))["state"] == "running":
+                    await trio.sleep(0.05)
+            assert progress["state"] == "done", progress
+            stat = await rpc("bitswap_stat")
             nursery.cancel_scope.cancel()
     assert dst.read_bytes() == src.read_bytes()
     assert served, "the fetcher never asked the evil peer for a block"
-    assert stat["bad_blocks_by_peer"].get(evil.get_id().to_base58(), 0) >= 1
+    assert stat["bad_blocks_by_peer"][evil_id] >= 1
+    assert stat["blocks_received_from"][honest.info["peer_id"]] >= 13  # root + 12 leaves
     assert check_blockstore(fetcher.data_dir) > 0
 
 
