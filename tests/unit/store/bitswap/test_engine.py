@@ -317,3 +317,24 @@ async def test_engine_grants_a_large_receive_window_on_bitswap_streams():
                         await trio.sleep(0.02)
                 assert ours.muxed_stream.send_window >= BULK_RECEIVE_WINDOW - 1024
                 nursery.cancel_scope.cancel()
+
+
+async def test_fetch_recovers_when_the_stream_to_the_provider_cannot_be_opened():
+    """Regression: a want-have lost with a broken outbound stream was never asked again."""
+    block = b"retry me"
+    cid = cid_of(block)
+    async with bitswap_peers(2, [MemoryBlocks({cid: block}), MemoryBlocks()]) as [(ha, a), (hb, b)]:
+        await connect(hb, ha)
+        real = hb.new_stream
+        failures = []
+
+        async def flaky(peer, protocols):
+            if len(failures) < 2:  # both attempts of the first outbox fail
+                failures.append(peer)
+                raise OSError("simulated handshake failure")
+            return await real(peer, protocols)
+
+        hb.new_stream = flaky
+        with session(b, timeout=10) as s:
+            assert await s.get(cid.to_bytes()) == block
+        assert len(failures) == 2
