@@ -6,6 +6,7 @@ import base64
 from typing import TYPE_CHECKING
 
 from dainode.errors import RpcError
+from dainode.store.cid import CID
 
 if TYPE_CHECKING:
     from dainode.store.service import StoreService
@@ -92,7 +93,9 @@ class StoreRpc:
 
     async def bitswap_stat(self) -> dict:
         """Blocks/bytes sent and received, duplicates, bad blocks per peer, wantlist, peers."""
-        return self.store.bitswap.stat()
+        stat = self.store.bitswap.stat()
+        stat["wantlist"] = [str(CID.parse(bytes.fromhex(c))) for c in stat["wantlist"]]
+        return stat
 
 
 def _public(job: dict) -> dict:

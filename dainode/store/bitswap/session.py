@@ -19,6 +19,7 @@ from libp2p.peer.id import ID
 from dainode.errors import BlockNotFound, P2PError
 from dainode.store.bitswap import wire
 from dainode.store.bitswap.engine import Bitswap, Want
+from dainode.store.cid import CID
 
 log = logging.getLogger("dainode.store.bitswap")
 
@@ -93,7 +94,7 @@ class Session:
                 self.engine.release(want, self)
 
     def _not_found_message(self, want: Want) -> str:
-        cid = want.cid.hex()
+        cid = str(CID.parse(want.cid))
         asked = len(want.sent) + len(want.dont_haves)
         return (
             f"block {cid} not found within {self.timeout_s:g} s (asked {asked} peer(s), "
