@@ -6,7 +6,7 @@ import itertools
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import trio
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
@@ -129,6 +129,10 @@ class StoreService(Service):
             raise StoreError("the store service is not running")
         self._nursery.start_soon(fn, *args)
 
+    def _announce(self, cid: CID) -> None:
+        if self._nursery is not None:  # not running (a library user importing offline): nothing to announce to
+            self._nursery.start_soon(self._provide, cid)
+
     # --- peers ---------------------------------------------------------------------------
 
     async def _find_providers(self, mh: bytes) -> list[PeerInfo]:
@@ -172,7 +176,7 @@ class StoreService(Service):
 
     async def add(
         self,
-        path: str | Path,
+        path: "str | Path | BinaryIO",
         *,
         cid_version: int | None = None,
         chunk_size: int | None = None,
@@ -180,15 +184,20 @@ class StoreService(Service):
         only_hash: bool = False,
         pin: bool = True,
     ) -> dict:
-        """Import a local file as UnixFS; returns {cid, size, blocks}. Pinned by default (like kubo)."""
+        """Import a local file (path) or a binary stream as UnixFS; returns {cid, size, blocks, pinned}.
+
+        Pinned by default (like kubo), and then announced on the DHT.
+        """
         store = self.config.store
         cid_version = store.cid_version if cid_version is None else cid_version
         chunk_size = store.chunk_size if chunk_size is None else chunk_size
         if raw_leaves is None:
             raw_leaves = store.raw_leaves if cid_version == 1 else False  # kubo: CIDv0 implies dag-pb leaves
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise StoreError(f"{path} is not a readable file; give the path of a regular file on the daemon's machine")
+        stream = path if hasattr(path, "read") else None
+        if stream is None:
+            path = Path(path).expanduser()
+            if not path.is_file():
+                raise StoreError(f"{path} is not a readable file; give the path of a regular file on the daemon's machine")
         added: list[bytes] = []
 
         def put(cid: CID, data: bytes) -> None:
@@ -197,9 +206,12 @@ class StoreService(Service):
                 added.append(cid.to_bytes())
 
         def run_import():
+            options = dict(chunk_size=chunk_size, cid_version=cid_version, raw_leaves=raw_leaves)
+            if stream is not None:
+                return import_file(stream, put, **options)
             try:
                 with open(path, "rb") as f:
-                    return import_file(f, put, chunk_size=chunk_size, cid_version=cid_version, raw_leaves=raw_leaves)
+                    return import_file(f, put, **options)
             except OSError as exc:
                 raise StoreError(f"cannot read {path}: {exc}") from exc
 
@@ -211,7 +223,7 @@ class StoreService(Service):
             for cid in added:
                 self.bitswap.notify_new_block(cid)
         if pin and not only_hash:
-            self._spawn(self._provide, result.cid)
+            self._announce(result.cid)
         return {"cid": str(result.cid), "size": result.size, "blocks": result.blocks, "pinned": bool(pin and not only_hash)}
 
     # --- get / cat -----------------------------------------------------------------------
@@ -362,7 +374,7 @@ class StoreService(Service):
                     kind = await trio.to_thread.run_sync(lambda: self.pins.add(root, recursive=recursive))
             finally:
                 self._release(held)
-        self._spawn(self._provide, root)
+        self._announce(root)
         return {"cid": str(root), "type": kind, "blocks": count}
 
     async def pin_rm(self, cid: str) -> dict:
