@@ -134,15 +134,16 @@ def test_cat_offsets_pins_and_gc(pair, tmp_path):
 
 def test_daemon_killed_during_get_restarts_with_a_clean_blockstore(pair, tmp_path):
     a, b = pair
-    src = random_file(tmp_path / "big.bin", 40 * MiB)
+    src = random_file(tmp_path / "big.bin", 64 * MiB)
     cid = a.rpc("store_add", path=str(src))["cid"]
     dst = tmp_path / "dst.bin"
     job = b.rpc("store_get", cid=cid, path=str(dst), providers=[a.multiaddr], background=True)
     deadline = time.monotonic() + 60
-    while b.rpc("store_progress", job=job["job"])["bytes"] < 4 * MiB:
+    while (progress := b.rpc("store_progress", job=job["job"]))["bytes"] < 4 * MiB:
         assert time.monotonic() < deadline, b.log_tail()
-        time.sleep(0.02)
+        time.sleep(0.01)
     b.kill()  # SIGKILL by PID, mid-transfer
+    assert progress["state"] == "running" and progress["bytes"] < 64 * MiB, progress
     assert not dst.exists()
     assert check_blockstore(b.data_dir) > 0
     b.start()
