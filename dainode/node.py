@@ -19,6 +19,7 @@ from dainode.errors import DainodeError
 from dainode.identity import Identity
 from dainode.p2p.service import P2PService
 from dainode.service import Service, start_supervised
+from dainode.store.service import StoreService
 
 LOCK_FILE = "LOCK"
 
@@ -39,6 +40,7 @@ class Node(Service):
         self._stop = trio.Event()
         self._lock_fd: int | None = None
         self.p2p = P2PService(config, identity)
+        self.store = StoreService(config, self.p2p, self.data_dir)
         self.chain = None
         if config.chain.endpoint != "none":
             from dainode.chain.service import ChainService  # not imported by chain-less nodes
@@ -63,10 +65,12 @@ class Node(Service):
         try:
             async with trio.open_nursery() as nursery:
                 self.registry.add_all(self.rpc_methods())
+                # subsystems in dependency order; each registers its RPC methods as it starts
                 await self._start(nursery, self.p2p)
+                await self._start(nursery, self.store)
                 if self.chain is not None:
                     await self._start(nursery, self.chain)
-                # subsystem services (started in dependency order; each registers its RPC methods)
+                # the admin socket opens last, so a node that answers is fully up
                 await self._start(nursery, AdminServer(socket_path(self.data_dir), self.registry))
                 self.log.info(
                     "node ready: peer %s, account %s, roles %s",

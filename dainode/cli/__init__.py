@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "dainode.cli.daemon",
     "dainode.cli.client",
     "dainode.cli.p2p",
+    "dainode.cli.store",
     "dainode.cli.chain",
 ]
 

@@ -1,0 +1,102 @@
+"""Admin RPC of the store: store_* (add, get, cat, pins, gc, stat, progress) and bitswap_stat."""
+
+from __future__ import annotations
+
+import base64
+from typing import TYPE_CHECKING
+
+from dainode.errors import RpcError
+from dainode.store.cid import CID
+
+if TYPE_CHECKING:
+    from dainode.store.service import StoreService
+
+#: `store_cat` returns at most this many bytes per call (JSON carries them as base64 or hex).
+CAT_LIMIT = 16 * 1024 * 1024
+
+
+class StoreRpc:
+    def __init__(self, store: "StoreService"):
+        self.store = store
+
+    def methods(self) -> dict:
+        return {
+            "store_add": self.store_add,
+            "store_get": self.store_get,
+            "store_progress": self.store_progress,
+            "store_cat": self.store_cat,
+            "store_pin_add": self.store_pin_add,
+            "store_pin_rm": self.store_pin_rm,
+            "store_pin_ls": self.store_pin_ls,
+            "store_gc": self.store_gc,
+            "store_stat": self.store_stat,
+            "bitswap_stat": self.bitswap_stat,
+        }
+
+    async def store_add(
+        self,
+        path: str,
+        cid_version: int | None = None,
+        chunk_size: int | None = None,
+        raw_leaves: bool | None = None,
+        only_hash: bool = False,
+        pin: bool = True,
+    ) -> dict:
+        """Import the local file `path` (read by the daemon) as UnixFS; returns {cid, size, blocks, pinned}."""
+        if cid_version is not None and cid_version not in (0, 1):
+            raise RpcError(RpcError.INVALID_PARAMS, "cid_version must be 0 or 1")
+        return await self.store.add(
+            path, cid_version=cid_version, chunk_size=chunk_size, raw_leaves=raw_leaves, only_hash=only_hash, pin=pin
+        )
+
+    async def store_get(self, cid: str, path: str, providers: list[str] | None = None, background: bool = False) -> dict:
+        """Fetch file `cid` into `path` on the daemon's machine (atomic: complete or absent).
+
+        `providers`: multiaddrs (…/p2p/<id>) to dial first. `background`: return a job at once
+        and poll `store_progress(job)`; otherwise return {cid, path, size, elapsed_s} when done.
+        """
+        if background:
+            return _public(self.store.start_get_job(cid, path, providers))
+        return await self.store.get(cid, path, providers=providers)
+
+    async def store_progress(self, job: str) -> dict:
+        """State of a background get: {job, state: running|done|failed, bytes, total, error, result}."""
+        found = self.store.jobs.get(job)
+        if found is None:
+            raise RpcError(RpcError.INVALID_PARAMS, f"no job {job!r} (jobs are kept in memory until the daemon restarts)")
+        return _public(found)
+
+    async def store_cat(self, cid: str, offset: int = 0, length: int | None = None, encoding: str = "base64") -> dict:
+        """Bytes of a file (at most 16 MiB per call; use offset/length for more, or store_get)."""
+        if encoding not in ("base64", "hex"):
+            raise RpcError(RpcError.INVALID_PARAMS, 'encoding must be "base64" or "hex"')
+        data = await self.store.cat(cid, offset, length, limit=CAT_LIMIT)
+        text = base64.b64encode(data).decode() if encoding == "base64" else data.hex()
+        return {"cid": cid, "offset": offset, "size": len(data), "encoding": encoding, "data": text}
+
+    async def store_pin_add(self, cid: str, recursive: bool = True) -> dict:
+        """Pin `cid` (fetching missing blocks of its DAG first)."""
+        return await self.store.pin_add(cid, recursive=recursive)
+
+    async def store_pin_rm(self, cid: str) -> dict:
+        return await self.store.pin_rm(cid)
+
+    async def store_pin_ls(self, type: str | None = None) -> list[dict]:
+        return await self.store.pin_ls(type)
+
+    async def store_gc(self) -> dict:
+        """Delete every block that no pin keeps: {removed, freed_bytes, kept, missing_pinned}."""
+        return await self.store.gc()
+
+    async def store_stat(self) -> dict:
+        return await self.store.stat()
+
+    async def bitswap_stat(self) -> dict:
+        """Blocks/bytes sent and received, duplicates, bad blocks per peer, wantlist, peers."""
+        stat = self.store.bitswap.stat()
+        stat["wantlist"] = [str(CID.parse(bytes.fromhex(c))) for c in stat["wantlist"]]
+        return stat
+
+
+def _public(job: dict) -> dict:
+    return {k: v for k, v in job.items()}

@@ -1,0 +1,411 @@
+"""StoreService: the node's IPFS peer - blockstore, pins, UnixFS add/get/cat and bitswap on the p2p host."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import trio
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from multiaddr import Multiaddr
+
+from dainode.config import Config
+from dainode.errors import DainodeError, InvalidCid, P2PError, StoreError
+from dainode.fsutil import fsync_dir
+from dainode.service import Service
+from dainode.store.bitswap import Bitswap, Session
+from dainode.store.blockstore import Blockstore
+from dainode.store.cid import CID, RAW, verify_block
+from dainode.store.dagpb import decode_node, decode_unixfs
+from dainode.store.pins import PinStore
+from dainode.store.unixfs import export_file, import_file, links_of, walk_dag
+
+MAX_JOBS = 64
+CONNECT_TIMEOUT_S = 10.0
+
+
+class _BlockAccess:
+    """The engine's view of the blockstore: binary CIDs, disk I/O in worker threads."""
+
+    def __init__(self, blockstore: Blockstore):
+        self.bs = blockstore
+
+    async def has(self, cid: bytes) -> bool:
+        return await trio.to_thread.run_sync(self.bs.has, CID.parse(cid))
+
+    async def get(self, cid: bytes) -> bytes | None:
+        return await trio.to_thread.run_sync(self.bs.get, CID.parse(cid))
+
+    async def get_many(self, cids: list[bytes]) -> list[bytes | None]:
+        return await trio.to_thread.run_sync(lambda: [self.bs.get(CID.parse(c)) for c in cids])
+
+    async def put(self, cid: bytes, data: bytes) -> None:
+        await trio.to_thread.run_sync(self.bs.put, CID.parse(cid), data)
+
+    def verify(self, cid: bytes, data: bytes) -> None:
+        verify_block(CID.parse(cid), data)
+
+
+def parse_cid(value: Any) -> CID:
+    if not isinstance(value, str):
+        raise InvalidCid(f"a CID must be a string like bafy… or Qm…, not {type(value).__name__}")
+    return CID.parse(value)
+
+
+class _Stop(Exception):
+    """Ends an export early (cat with a length)."""
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The exception to report from a nursery's group: a Cancelled group stays a group."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            exc = _first_error(exc)
+        if isinstance(exc, (DainodeError, _Stop)):
+            return exc
+    return group
+
+
+class StoreService(Service):
+    """See docs/store.md. Started by the Node after p2p; uses `p2p.host` for bitswap."""
+
+    name = "store"
+
+    def __init__(self, config: Config, p2p, data_dir: Path):
+        self.config = config
+        self.p2p = p2p
+        self.data_dir = Path(data_dir)
+        self.blockstore = Blockstore(self.data_dir / "blocks")
+        self.pins = PinStore(self.data_dir / "pins.sqlite")
+        self.bitswap = Bitswap(
+            p2p.host,
+            _BlockAccess(self.blockstore),
+            find_providers=self._find_providers if hasattr(p2p, "find_providers") else None,
+            connect=self._connect_info,
+        )
+        self._gc_lock = trio.Lock()
+        self._in_use: dict[bytes, int] = {}  # multihashes an ongoing add/get/pin needs (gc keeps them)
+        self.jobs: dict[str, dict] = {}
+        self._job_ids = itertools.count(1)
+        self._nursery: trio.Nursery | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.bitswap.run)
+                nursery.start_soon(self._announce_pins)
+                self.log.info("store ready: %s", self.data_dir / "blocks")
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            self.pins.close()
+
+    async def _announce_pins(self) -> None:
+        """Announce every recursively or directly pinned root on the DHT (when the p2p layer has one)."""
+        if not hasattr(self.p2p, "provide"):
+            return
+        await trio.sleep(2.0)  # let bootstrap connections come up first
+        for pin in await trio.to_thread.run_sync(self.pins.list):
+            await self._provide(pin.cid)
+
+    async def _provide(self, cid: CID) -> None:
+        provide = getattr(self.p2p, "provide", None)
+        if provide is None:
+            return
+        try:
+            await provide(cid.multihash)
+        except (P2PError, OSError) as exc:
+            self.log.info("could not announce %s on the DHT: %s", cid, exc)
+
+    def _spawn(self, fn, *args) -> None:
+        if self._nursery is None:
+            raise StoreError("the store service is not running")
+        self._nursery.start_soon(fn, *args)
+
+    def _announce(self, cid: CID) -> None:
+        if self._nursery is not None:  # not running (a library user importing offline): nothing to announce to
+            self._nursery.start_soon(self._provide, cid)
+
+    # --- peers ---------------------------------------------------------------------------
+
+    async def _find_providers(self, mh: bytes) -> list[PeerInfo]:
+        return await self.p2p.find_providers(mh)
+
+    async def _connect_info(self, info: PeerInfo) -> None:
+        self.p2p.host.get_peerstore().add_addrs(info.peer_id, info.addrs, 3600)
+        with trio.fail_after(CONNECT_TIMEOUT_S):
+            await self.p2p.host.connect(info)
+
+    async def connect_providers(self, addrs: list[str]) -> None:
+        """Dial provider hints (`/ip4/…/tcp/…/p2p/<id>`) before a fetch; P2PError if none can be reached."""
+        errors = []
+        for addr in addrs:
+            try:
+                info = info_from_p2p_addr(Multiaddr(addr))
+            except Exception as exc:
+                raise StoreError(f"provider {addr!r} is not a multiaddr ending in /p2p/<peer id>: {exc}") from None
+            try:
+                await self._connect_info(info)
+            except Exception as exc:  # dial errors come in many library types
+                errors.append(f"{addr}: {type(exc).__name__}: {exc}")
+        if addrs and len(errors) == len(addrs):
+            raise P2PError("cannot reach any provider: " + "; ".join(errors))
+
+    def session(self) -> Session:
+        return Session(self.bitswap, timeout_s=self.config.store.fetch_timeout_s, max_wants=self.config.store.max_concurrent_wants)
+
+    def _hold(self, mh: bytes) -> None:
+        self._in_use[mh] = self._in_use.get(mh, 0) + 1
+
+    def _release(self, keys: list[bytes]) -> None:
+        for mh in keys:
+            n = self._in_use.get(mh, 0) - 1
+            if n <= 0:
+                self._in_use.pop(mh, None)
+            else:
+                self._in_use[mh] = n
+
+    # --- add -----------------------------------------------------------------------------
+
+    async def add(
+        self,
+        path: "str | Path | BinaryIO",
+        *,
+        cid_version: int | None = None,
+        chunk_size: int | None = None,
+        raw_leaves: bool | None = None,
+        only_hash: bool = False,
+        pin: bool = True,
+    ) -> dict:
+        """Import a local file (path) or a binary stream as UnixFS; returns {cid, size, blocks, pinned}.
+
+        Pinned by default (like kubo), and then announced on the DHT.
+        """
+        store = self.config.store
+        cid_version = store.cid_version if cid_version is None else cid_version
+        chunk_size = store.chunk_size if chunk_size is None else chunk_size
+        if raw_leaves is None:
+            raw_leaves = store.raw_leaves if cid_version == 1 else False  # kubo: CIDv0 implies dag-pb leaves
+        stream = path if hasattr(path, "read") else None
+        if stream is None:
+            path = Path(path).expanduser()
+            if not path.is_file():
+                raise StoreError(f"{path} is not a readable file; give the path of a regular file on the daemon's machine")
+        added: list[bytes] = []
+
+        def put(cid: CID, data: bytes) -> None:
+            if not only_hash:
+                self.blockstore.put(cid, data)
+                added.append(cid.to_bytes())
+
+        def run_import():
+            options = dict(chunk_size=chunk_size, cid_version=cid_version, raw_leaves=raw_leaves)
+            if stream is not None:
+                return import_file(stream, put, **options)
+            try:
+                with open(path, "rb") as f:
+                    return import_file(f, put, **options)
+            except OSError as exc:
+                raise StoreError(f"cannot read {path}: {exc}") from exc
+
+        async with self._gc_lock:  # a gc between writing the blocks and pinning the root would eat them
+            result = await trio.to_thread.run_sync(run_import)
+            if pin and not only_hash:
+                await trio.to_thread.run_sync(lambda: self.pins.add(result.cid, recursive=True))
+        if self.bitswap.ledgers:
+            for cid in added:
+                self.bitswap.notify_new_block(cid)
+        if pin and not only_hash:
+            self._announce(result.cid)
+        return {"cid": str(result.cid), "size": result.size, "blocks": result.blocks, "pinned": bool(pin and not only_hash)}
+
+    # --- get / cat -----------------------------------------------------------------------
+
+    async def _root_size(self, cid: CID, block: bytes) -> int | None:
+        if cid.codec == RAW:
+            return len(block)
+        try:
+            node = decode_node(block)
+            return decode_unixfs(node.data).filesize if node.data is not None else None
+        except DainodeError:
+            return None
+
+    async def export(self, cid: CID, write, progress: dict | None = None) -> int:
+        """Stream a UnixFS file through `write`, fetching missing blocks with one session."""
+        held: list[bytes] = []
+        with self.session() as session:
+
+            async def get_block(c: CID) -> bytes:
+                self._hold(c.multihash)
+                held.append(c.multihash)
+                data = await session.get(c.to_bytes())
+                if progress is not None and c == cid:
+                    progress["total"] = await self._root_size(c, data)
+                return data
+
+            try:
+                return await export_file(cid, get_block, write, prefetch=self.config.store.max_concurrent_wants)
+            except BaseExceptionGroup as group:  # the exporter's nursery wraps what its tasks raise
+                raise _first_error(group) from None
+            finally:
+                self._release(held)
+
+    async def get(self, cid: str, path: str | Path, *, providers: list[str] | None = None, progress: dict | None = None) -> dict:
+        """Fetch the file `cid` into `path` (temp file, fsync, rename: `path` is complete or absent)."""
+        root = parse_cid(cid)
+        out = Path(path).expanduser().absolute()
+        if not out.parent.is_dir():
+            raise StoreError(f"directory {out.parent} does not exist; create it or choose another output path")
+        if out.is_dir():
+            raise StoreError(f"{out} is a directory; give a file path")
+        if providers:
+            await self.connect_providers(providers)
+        progress = progress if progress is not None else {}
+        progress.setdefault("bytes", 0)
+        tmp = out.with_name(f".{out.name}.dainode-{os.getpid()}-{next(self._job_ids)}.tmp")
+        started = time.monotonic()
+        try:
+            with open(tmp, "wb") as f:
+
+                def write(data: bytes) -> None:
+                    f.write(data)
+                    progress["bytes"] += len(data)
+
+                size = await self.export(root, write, progress)
+                await trio.to_thread.run_sync(lambda: (f.flush(), os.fsync(f.fileno())))
+            os.replace(tmp, out)
+            fsync_dir(out.parent)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        elapsed = time.monotonic() - started
+        return {"cid": str(root), "path": str(out), "size": size, "elapsed_s": round(elapsed, 3)}
+
+    async def cat(self, cid: str, offset: int = 0, length: int | None = None, *, limit: int) -> bytes:
+        """Bytes [offset, offset+length) of a file, at most `limit` of them (StoreError beyond)."""
+        root = parse_cid(cid)
+        if offset < 0 or (length is not None and length < 0):
+            raise StoreError("offset and length must be 0 or more")
+        if length is not None and length > limit:
+            raise StoreError(f"length {length} exceeds the {limit}-byte limit of cat; read in pieces or use get")
+        end_wanted = offset + (limit if length is None else length)
+        buf = bytearray()
+        pos = 0
+
+        def write(data: bytes) -> None:
+            nonlocal pos
+            start = pos
+            pos += len(data)
+            lo, hi = max(start, offset), min(pos, end_wanted)
+            if lo < hi:
+                buf.extend(data[lo - start : hi - start])
+            if pos > end_wanted:
+                if length is None:
+                    raise StoreError(
+                        f"{root} has more than {limit} bytes after offset {offset}, the limit of cat over RPC; "
+                        f"pass offset/length to read it in pieces, or use `dainode get CID -o FILE`"
+                    )
+                raise _Stop
+            if length is not None and pos == end_wanted:
+                raise _Stop
+
+        try:
+            await self.export(root, write)
+        except _Stop:
+            pass
+        return bytes(buf)
+
+    # --- jobs (long gets the CLI polls) --------------------------------------------------
+
+    def start_get_job(self, cid: str, path: str, providers: list[str] | None) -> dict:
+        parse_cid(cid)
+        job_id = f"get-{next(self._job_ids)}"
+        job = {"job": job_id, "cid": cid, "path": str(path), "state": "running", "bytes": 0, "total": None,
+               "error": None, "result": None, "started": time.time()}
+        self.jobs[job_id] = job
+        finished = [k for k, j in self.jobs.items() if j["state"] != "running"]
+        while len(self.jobs) > MAX_JOBS and finished:
+            self.jobs.pop(finished.pop(0))
+        self._spawn(self._run_job, job, providers)
+        return job
+
+    async def _run_job(self, job: dict, providers: list[str] | None) -> None:
+        try:
+            job["result"] = await self.get(job["cid"], job["path"], providers=providers, progress=job)
+            job["state"] = "done"
+        except DainodeError as exc:
+            job["state"], job["error"] = "failed", str(exc)
+        except Exception as exc:  # a bug must not take the node down with it; report it on the job
+            self.log.exception("get job %s failed", job["job"])
+            job["state"], job["error"] = "failed", f"internal error: {type(exc).__name__}: {exc}"
+        job["elapsed_s"] = round(time.time() - job["started"], 3)
+
+    # --- pins and gc ---------------------------------------------------------------------
+
+    async def pin_add(self, cid: str, *, recursive: bool = True) -> dict:
+        root = parse_cid(cid)
+        held: list[bytes] = []
+        with self.session() as session:
+
+            async def get_block(c: CID) -> bytes:
+                self._hold(c.multihash)
+                held.append(c.multihash)
+                return await session.get(c.to_bytes())
+
+            try:
+                count = 0
+                if recursive:
+                    async for c in walk_dag(root, get_block):
+                        if c.codec == RAW:  # walk_dag does not fetch raw leaves; a pin needs them local
+                            await get_block(c)
+                        count += 1
+                else:
+                    await get_block(root)
+                    count = 1
+                await self.bitswap.flush()  # fetched blocks are written in the background
+                async with self._gc_lock:
+                    kind = await trio.to_thread.run_sync(lambda: self.pins.add(root, recursive=recursive))
+            finally:
+                self._release(held)
+        self._announce(root)
+        return {"cid": str(root), "type": kind, "blocks": count}
+
+    async def pin_rm(self, cid: str) -> dict:
+        root = parse_cid(cid)
+        removed = await trio.to_thread.run_sync(self.pins.remove, root)
+        if not removed:
+            raise StoreError(f"{root} is not pinned")
+        return {"cid": str(root), "unpinned": True}
+
+    async def pin_ls(self, type: str | None = None) -> list[dict]:
+        pins = await trio.to_thread.run_sync(lambda: self.pins.list(type))
+        return [{"cid": str(p.cid), "type": p.type, "created": p.created} for p in pins]
+
+    async def gc(self) -> dict:
+        in_use = self._in_use
+        async with self._gc_lock:
+            return await trio.to_thread.run_sync(lambda: self.pins.gc(self.blockstore, links_of, protect=lambda mh: mh in in_use))
+
+    async def stat(self) -> dict:
+        st = await trio.to_thread.run_sync(self.blockstore.stat)
+        pins = await trio.to_thread.run_sync(self.pins.list)
+        return {
+            "repo_path": str(self.data_dir / "blocks"),
+            "blocks": st["blocks"],
+            "bytes": st["bytes"],
+            "pins": len(pins),
+            "pins_recursive": sum(p.type == "recursive" for p in pins),
+            "pins_direct": sum(p.type == "direct" for p in pins),
+        }
+
+    def rpc_methods(self) -> dict:
+        from dainode.store.rpc import StoreRpc
+
+        return StoreRpc(self).methods()
