@@ -13,7 +13,7 @@ What runs, in order (every node is a real `dainode start` process, stopped by PI
 4. chain     the model provider's contracts and balance, read through the light client;
 5. training  the learning core runs the reference job (4 providers, MLP 64-128-10, 20 rounds)
              with plain and with CKKS-encrypted aggregation, then measures each provider's
-             contribution (Shapley) for the reward split.
+             contribution (Shapley) for the reward split, with one careless provider.
 
 Step 5 runs in this process: the roles that run it across the nodes (matching, encrypted
 rounds, rewards on chain) are the next milestone.
@@ -116,19 +116,27 @@ def show_chain(model: DaemonProcess) -> None:
 
 def train() -> None:
     step("5. training: the reference federated job (in this process; the roles come next)")
+    import numpy as np
+
     from dainode.ml.contribution import shapley
     from dainode.ml.reference import reference_data, reference_job
     from dainode.ml.simulate import run_federated
 
     data = reference_data()
-    for label, overrides in (("plain FedAvg", {}), ("CKKS-encrypted FedAvg", {"ckks": True, "record_updates": True})):
+    for label, overrides in (("plain FedAvg", {}), ("CKKS-encrypted FedAvg", {"ckks": True})):
         job = reference_job("iid", data=data, **overrides)
         t0 = time.perf_counter()
         result = run_federated(job)
         print(f"  {label:<22} accuracy {result.accuracy:.4f} after {job.rounds} rounds ({time.perf_counter() - t0:.1f} s)")
-    test_x, test_y = job.test
-    shares = shapley(job.model, result.records, test_x, test_y, len(job.providers), seed=0)["shares"]
-    print("  reward shares (Shapley, from the CKKS run's round updates): " + ", ".join(f"{s:.3f}" for s in shares))
+
+    # Rewards: provider 3 is careless (its labels are shuffled); its contribution should show it.
+    job = reference_job("iid", data=data, record_updates=True)
+    x3, y3 = job.providers[3]
+    job.providers[3] = (x3, np.random.default_rng(0).permutation(y3))
+    result = run_federated(job)
+    shares = shapley(job.model, result.records, *job.test, len(job.providers), seed=0)["shares"]
+    print(f"  with provider 3's labels shuffled: accuracy {result.accuracy:.4f}; reward shares (Shapley over the round updates):")
+    print("    " + ", ".join(f"provider {i}: {share:.3f}" for i, share in sorted(shares.items())))
 
 
 def main() -> int:
