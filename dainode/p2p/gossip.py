@@ -123,7 +123,7 @@ class _SizedQueues(dict):
 
 
 class DaiPubsub(Pubsub):
-    """Pubsub that hands accepted messages straight to the Gossip layer.
+    """Pubsub that hands accepted messages straight to the Gossip layer, and drops duplicates early.
 
     The library delivers to subscribers through a 32-slot channel and drops (with a log
     line) when a reader is slow; we deliver synchronously to our own dispatcher instead,
@@ -137,6 +137,14 @@ class DaiPubsub(Pubsub):
 
     def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
         self._on_message(publish_message)
+
+    def _is_subscribed_to_msg(self, msg: rpc_pb2.Message) -> bool:
+        # 0.8.1's read loop asks this for every message of every incoming RPC and then spawns
+        # a service task (push_msg) per message, whose first real step is the seen-cache
+        # lookup. About D-1 of the D copies the mesh delivers are duplicates, and the task
+        # spawn is their largest cost, so answer the lookup here. push_msg would drop the
+        # copy at that lookup anyway (before signature checks, validation and scoring).
+        return super()._is_subscribed_to_msg(msg) and not self._is_msg_seen(msg)
 
 
 class Subscription:

@@ -12,7 +12,8 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
 from dainode.p2p import perf, topics
-from tests.unit.p2p.helpers import connect_line, running_nodes
+from dainode.p2p.gossip import DaiPubsub
+from tests.unit.p2p.helpers import connect_line, running_nodes, wait_for
 
 
 class FakeHost:
@@ -139,3 +140,37 @@ async def test_yamux_window_updates_are_batched(monkeypatch):
     ours = await _window_updates(monkeypatch, ours_fn)
     library = await _window_updates(monkeypatch, ours_fn.__wrapped__)  # 0.8.1: an update per read
     assert ours <= 5 and library >= 50, (ours, library)
+
+
+async def _push_msg_calls(monkeypatch, library: bool) -> tuple[int, int]:
+    """Triangle a-b-c; a publishes 50 messages; returns (push_msg tasks at c, messages c delivered)."""
+    if library:
+        monkeypatch.setattr(DaiPubsub, "_is_subscribed_to_msg", Pubsub._is_subscribed_to_msg)
+    async with running_nodes(3) as (a, b, c):
+        await connect_line([a, b, c])
+        await c.connect(a.listen_addrs()[0])
+        await wait_for(lambda: all(len(n.gossip.router.mesh.get(topics.OFFERS, ())) == 2 for n in (a, b, c)))
+        calls = Counter()
+        original = c.gossip.pubsub.push_msg
+
+        async def counting(*args):
+            calls["n"] += 1
+            return await original(*args)
+
+        c.gossip.pubsub.push_msg = counting
+        sub = c.gossip.subscribe(topics.OFFERS)
+        got = set()
+        for i in range(50):
+            await a.gossip.publish(topics.OFFERS, "x", {"i": i})
+            with trio.fail_after(5):
+                got.add((await sub.receive()).body["i"])
+        await trio.sleep(0.3)  # let b's copies of the last messages arrive too
+        return calls["n"], len(got)
+
+
+async def test_duplicates_are_dropped_before_a_task_is_spawned(monkeypatch):
+    # c gets each message from a and again from b: only the first copy costs a push_msg task
+    calls, delivered = await _push_msg_calls(monkeypatch, library=False)
+    assert delivered == 50 and calls <= 55
+    calls, delivered = await _push_msg_calls(monkeypatch, library=True)
+    assert delivered == 50 and calls >= 90  # the library spawns one per copy
