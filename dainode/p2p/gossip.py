@@ -209,9 +209,10 @@ class Gossip(Service):
         self.topics = topics or TopicRegistry()
         self.router = DaiGossipSub(
             protocols=PROTOCOLS,
-            # go-libp2p's D=6, D_lo=4, D_hi=12 by default. Each node receives about D copies
-            # of every message and in Python each copy costs ~0.5-1 ms of CPU, so small,
-            # CPU-bound clusters may prefer a lower D (bench/gossip.py --degree).
+            # go-libp2p defaults to D=6, D_lo=5, D_hi=12. Each node receives about |mesh| copies
+            # of every message and in Python each copy costs ~0.5-1 ms of CPU (both ends), so
+            # small, CPU-bound clusters may prefer a lower D (bench/gossip.py --degree). With
+            # the mesh kept near D (DaiGossipSub), D_hi = D+2 measured no cheaper than 2D.
             degree=config.mesh_degree,
             degree_low=max(1, config.mesh_degree - 2),
             degree_high=2 * config.mesh_degree,
