@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--degree", type=int, default=None, help="gossip.mesh_degree for every node (default: the config default, 6)")
     ap.add_argument("--settle", type=float, default=3.0, help="wait at least this long (and until the daemons are idle) before publishing")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ap.add_argument("--per-message", action="store_true", help="add each message's slowest delivery (ms, by seq) to the JSON, to spot periodic stalls")
     ap.add_argument("--keep", action="store_true", help="keep the nodes' data dirs and logs (printed path) for inspection")
     args = ap.parse_args(argv)
     if args.nodes < 2:
@@ -228,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
             "goal": {"p95_ms": 25, "lost": 0},
             "reference": "py-libp2p 0.8.1, A->B->C: median ~11 ms, p95 ~16 ms",
         }
+        if args.per_message:
+            slowest_by_seq = [0.0] * len(sent)
+            for ms, q, _ in worst:
+                slowest_by_seq[q] = max(slowest_by_seq[q], round(ms, 1))
+            result["per_message_max_ms"] = slowest_by_seq
     finally:
         for d in nodes:
             d.stop()

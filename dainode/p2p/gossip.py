@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections import OrderedDict, deque
 from typing import Any
@@ -53,18 +54,31 @@ def score_params() -> ScoreParams:
 
 
 class DaiGossipSub(GossipSub):
-    """GossipSub that sends IDONTWANT only where it pays, as go-libp2p does.
+    """GossipSub with go-libp2p's IDONTWANT and opportunistic-grafting rules.
 
-    0.8.1 sends an IDONTWANT control RPC to every v1.2 mesh peer for every message,
+    IDONTWANT: 0.8.1 sends an IDONTWANT control RPC to every v1.2 mesh peer for every message,
     including the ones we publish ourselves. go-libp2p skips own messages and messages below
     1 KiB. In py-libp2p one control RPC costs about as much CPU as the duplicate it prevents
     (noise + yamux frame, signed record, wake-ups), so we send it only for messages of at
     least IDONTWANT_MIN_BYTES, and never for our own.
+
+    Opportunistic grafting: 0.8.1 runs it on *every* heartbeat and grafts up to two
+    non-mesh peers whose score is >= half the mesh median, i.e. any peer when all scores are
+    0 (the normal case). The mesh then grows by two peers a second until it exceeds D_high
+    and is pruned back to D, so it averages ~D_high*3/4 instead of ~D, and every extra mesh
+    peer is one more duplicate copy of every message, for every node. go-libp2p grafts
+    opportunistically only every OPPORTUNISTIC_GRAFT_TICKS heartbeats and only when the
+    median mesh score is below a threshold (the mesh is doing badly); we apply that gate.
     """
 
     IDONTWANT_MIN_BYTES = 16 * 1024
+    OPPORTUNISTIC_GRAFT_TICKS = 60  # go-libp2p GossipSubOpportunisticGraftTicks
+    # Our scores are never positive (only P4 penalties), so a median below 0 means mesh
+    # peers have been sending invalid messages: then look for better ones.
+    OPPORTUNISTIC_GRAFT_THRESHOLD = 0.0
 
     _send_idontwant = True
+    _graft_ticks = 0
 
     async def publish(self, msg_forwarder: ID, pubsub_msg: rpc_pb2.Message) -> None:
         own = self.pubsub is not None and msg_forwarder == self.pubsub.my_id
@@ -76,6 +90,18 @@ class DaiGossipSub(GossipSub):
     async def _emit_idontwant_for_message(self, msg_id: bytes, topic_ids) -> None:
         if self._send_idontwant:
             await super()._emit_idontwant_for_message(msg_id, topic_ids)
+
+    def mesh_heartbeat(self):
+        self._graft_ticks += 1
+        return super().mesh_heartbeat()
+
+    def _perform_opportunistic_grafting(self, topic: str, peers_to_graft) -> int:
+        if self._graft_ticks % self.OPPORTUNISTIC_GRAFT_TICKS != 0 or self.scorer is None:
+            return 0
+        scores = [self.scorer.score(p, [topic]) for p in self.mesh.get(topic, ())]
+        if not scores or statistics.median(scores) >= self.OPPORTUNISTIC_GRAFT_THRESHOLD:
+            return 0
+        return super()._perform_opportunistic_grafting(topic, peers_to_graft)
 
 
 class _SizedQueues(dict):
@@ -97,7 +123,7 @@ class _SizedQueues(dict):
 
 
 class DaiPubsub(Pubsub):
-    """Pubsub that hands accepted messages straight to the Gossip layer.
+    """Pubsub that hands accepted messages straight to the Gossip layer, and drops duplicates early.
 
     The library delivers to subscribers through a 32-slot channel and drops (with a log
     line) when a reader is slow; we deliver synchronously to our own dispatcher instead,
@@ -111,6 +137,14 @@ class DaiPubsub(Pubsub):
 
     def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
         self._on_message(publish_message)
+
+    def _is_subscribed_to_msg(self, msg: rpc_pb2.Message) -> bool:
+        # 0.8.1's read loop asks this for every message of every incoming RPC and then spawns
+        # a service task (push_msg) per message, whose first real step is the seen-cache
+        # lookup. About D-1 of the D copies the mesh delivers are duplicates, and the task
+        # spawn is their largest cost, so answer the lookup here. push_msg would drop the
+        # copy at that lookup anyway (before signature checks, validation and scoring).
+        return super()._is_subscribed_to_msg(msg) and not self._is_msg_seen(msg)
 
 
 class Subscription:
@@ -175,9 +209,10 @@ class Gossip(Service):
         self.topics = topics or TopicRegistry()
         self.router = DaiGossipSub(
             protocols=PROTOCOLS,
-            # go-libp2p's D=6, D_lo=4, D_hi=12 by default. Each node receives about D copies
-            # of every message and in Python each copy costs ~0.5-1 ms of CPU, so small,
-            # CPU-bound clusters may prefer a lower D (bench/gossip.py --degree).
+            # go-libp2p defaults to D=6, D_lo=5, D_hi=12. Each node receives about |mesh| copies
+            # of every message and in Python each copy costs ~0.5-1 ms of CPU (both ends), so
+            # small, CPU-bound clusters may prefer a lower D (bench/gossip.py --degree). With
+            # the mesh kept near D (DaiGossipSub), D_hi = D+2 measured no cheaper than 2D.
             degree=config.mesh_degree,
             degree_low=max(1, config.mesh_degree - 2),
             degree_high=2 * config.mesh_degree,
@@ -187,6 +222,11 @@ class Gossip(Service):
             # Library default: 10 msgs/s per peer and topic, *including our own publishes*,
             # silently dropped. Rate abuse is handled by our validator + peer scoring instead.
             spam_protection_enabled=False,
+            # 0.8.1's "adaptive gossip" rates network health from scores that are never
+            # positive here, finds it poor, and then sets the heartbeat to 30-60 s (whatever
+            # heartbeat_interval says) and D_low/D_high up to +3/+4: mesh repair stalls and
+            # meshes only grow. go-libp2p has no such mode; keep the configured values.
+            adaptive_gossip_enabled=False,
             score_params=score_params(),
             do_px=False,
         )

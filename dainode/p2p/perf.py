@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import time
+import weakref
 from collections import OrderedDict
 
 import libp2p.pubsub.gossipsub as _gossipsub_mod
 import libp2p.pubsub.pubsub as _pubsub_mod
+from libp2p.exceptions import ParseError
+from libp2p.io.exceptions import IncompleteReadError, MessageTooLarge
+from libp2p.utils.varint import decode_uvarint
 
 _installed = False
 RECORD_CACHE_SIZE = 4096
+READ_AHEAD = 64 * 1024
 LOCAL_RECORD_TTL_S = 2.0
 
 
@@ -41,6 +46,46 @@ def batch_yamux_window_updates() -> None:
 
     _go_style_window_update.__wrapped__ = YamuxStream._auto_tune_and_send_window_update  # type: ignore[attr-defined]
     YamuxStream._auto_tune_and_send_window_update = _go_style_window_update
+
+
+# Bytes read past the end of the last RPC, per pubsub stream (dropped with the stream).
+_read_ahead: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+async def read_rpc_buffered(stream, max_length: int) -> bytes:
+    """Read one uvarint-length-prefixed pubsub RPC, reading ahead like go-msgio's bufio reader.
+
+    0.8.1's `read_varint_prefixed_bytes_limited` reads the length prefix one byte per call,
+    so every RPC (a 1 KB message has a 2-byte prefix) costs three stream reads, and each goes
+    through NetStream's state lock, yamux's stream lock, half a dozen eagerly formatted debug
+    strings and a window-update check. This reads whatever the stream has (up to READ_AHEAD)
+    and keeps the surplus for the next call: usually one read per RPC. The length is still
+    checked against `max_length` before the body is read.
+    """
+    buf = _read_ahead.pop(stream, None) or bytearray()
+    end = -1
+    while end < 0:
+        end = next((i for i in range(min(len(buf), 10)) if not buf[i] & 0x80), -1)
+        if end < 0:
+            if len(buf) >= 10:
+                raise ParseError("Varint decoding error: integer exceeds maximum size of 64 bits")
+            buf += await _read_some(stream, READ_AHEAD, expected=1, got=0)
+    length = decode_uvarint(bytes(buf[: end + 1]))
+    if length > max_length:
+        raise MessageTooLarge(f"Message length {length} exceeds maximum allowed {max_length}")
+    del buf[: end + 1]
+    while len(buf) < length:
+        buf += await _read_some(stream, max(READ_AHEAD, length - len(buf)), expected=length, got=len(buf))
+    if len(buf) > length:
+        _read_ahead[stream] = buf[length:]
+    return bytes(buf[:length])
+
+
+async def _read_some(stream, n: int, *, expected: int, got: int) -> bytes:
+    chunk = await stream.read(n)
+    if not chunk:
+        raise IncompleteReadError(f"Incomplete message: expected {expected}, got {got}", expected_bytes=expected, received_bytes=got)
+    return chunk
 
 
 class _RecordCache:
@@ -110,6 +155,8 @@ def install() -> None:
     if _installed:
         return
     batch_yamux_window_updates()
+    # only pubsub's read loop (one reader per stream) uses the read-ahead version
+    _pubsub_mod.read_varint_prefixed_bytes_limited = read_rpc_buffered
     # pubsub checks the record of every RPC, and gossipsub's handle_rpc checks it again.
     cached = record_cache.wrap(_pubsub_mod.maybe_consume_signed_record)
     _pubsub_mod.maybe_consume_signed_record = cached

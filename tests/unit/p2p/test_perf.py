@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from collections import Counter
 
+import libp2p.pubsub.pubsub as pubsub_mod
+import pytest
 import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.exceptions import ParseError
+from libp2p.io.exceptions import IncompleteReadError, MessageTooLarge
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
+from libp2p.utils.varint import read_varint_prefixed_bytes_limited
 
 from dainode.p2p import perf, topics
-from tests.unit.p2p.helpers import connect_line, running_nodes
+from dainode.p2p.gossip import DaiPubsub
+from tests.unit.p2p.helpers import connect_line, running_nodes, wait_for
 
 
 class FakeHost:
@@ -139,3 +145,112 @@ async def test_yamux_window_updates_are_batched(monkeypatch):
     ours = await _window_updates(monkeypatch, ours_fn)
     library = await _window_updates(monkeypatch, ours_fn.__wrapped__)  # 0.8.1: an update per read
     assert ours <= 5 and library >= 50, (ours, library)
+
+
+async def _push_msg_calls(monkeypatch, library: bool) -> tuple[int, int]:
+    """Triangle a-b-c; a publishes 50 messages; returns (push_msg tasks at c, messages c delivered)."""
+    if library:
+        monkeypatch.setattr(DaiPubsub, "_is_subscribed_to_msg", Pubsub._is_subscribed_to_msg)
+    async with running_nodes(3) as (a, b, c):
+        await connect_line([a, b, c])
+        await c.connect(a.listen_addrs()[0])
+        await wait_for(lambda: all(len(n.gossip.router.mesh.get(topics.OFFERS, ())) == 2 for n in (a, b, c)))
+        calls = Counter()
+        original = c.gossip.pubsub.push_msg
+
+        async def counting(*args):
+            calls["n"] += 1
+            return await original(*args)
+
+        c.gossip.pubsub.push_msg = counting
+        sub = c.gossip.subscribe(topics.OFFERS)
+        got = set()
+        for i in range(50):
+            await a.gossip.publish(topics.OFFERS, "x", {"i": i})
+            with trio.fail_after(5):
+                got.add((await sub.receive()).body["i"])
+        await trio.sleep(0.3)  # let b's copies of the last messages arrive too
+        return calls["n"], len(got)
+
+
+async def test_duplicates_are_dropped_before_a_task_is_spawned(monkeypatch):
+    # c gets each message from a and again from b: only the first copy costs a push_msg task
+    calls, delivered = await _push_msg_calls(monkeypatch, library=False)
+    assert delivered == 50 and calls <= 55
+    calls, delivered = await _push_msg_calls(monkeypatch, library=True)
+    assert delivered == 50 and calls >= 90  # the library spawns one per copy
+
+
+class ChunkedStream:
+    """A stream that hands out the given chunks one per read (at most n bytes each)."""
+
+    def __init__(self, chunks):
+        self.chunks = [bytes(c) for c in chunks]
+        self.reads = 0
+
+    async def read(self, n):
+        self.reads += 1
+        if not self.chunks:
+            return b""
+        chunk, rest = self.chunks[0][:n], self.chunks[0][n:]
+        if rest:
+            self.chunks[0] = rest
+        else:
+            self.chunks.pop(0)
+        return chunk
+
+
+def _framed(*payloads: bytes) -> bytes:
+    from libp2p.utils.varint import encode_uvarint
+
+    return b"".join(encode_uvarint(len(p)) + p for p in payloads)
+
+
+async def test_buffered_rpc_reader_handles_any_chunking():
+    msgs = [b"a" * 5, b"b" * 300, b"", b"c" * 70_000, b"d"]
+    wire = _framed(*msgs)
+    for cut in (1, 2, 7, 301, len(wire)):  # chunk sizes: byte by byte ... everything at once
+        stream = ChunkedStream(wire[i : i + cut] for i in range(0, len(wire), cut))
+        got = [await perf.read_rpc_buffered(stream, 1 << 20) for _ in msgs]
+        assert got == msgs
+        with pytest.raises(IncompleteReadError):  # clean EOF after the last message
+            await perf.read_rpc_buffered(stream, 1 << 20)
+    stream = ChunkedStream([_framed(b"x" * 2000)])
+    with pytest.raises(MessageTooLarge):
+        await perf.read_rpc_buffered(stream, 1000)
+    stream = ChunkedStream([_framed(b"x" * 100)[:50]])
+    with pytest.raises(IncompleteReadError):
+        await perf.read_rpc_buffered(stream, 1000)
+    with pytest.raises(ParseError):
+        await perf.read_rpc_buffered(ChunkedStream([b"\xff" * 11]), 1000)
+
+
+async def _stream_reads_per_message(monkeypatch, library: bool) -> float:
+    from libp2p.network.stream.net_stream import NetStream
+
+    if library:
+        monkeypatch.setattr(pubsub_mod, "read_varint_prefixed_bytes_limited", read_varint_prefixed_bytes_limited)
+    reads = Counter()
+    original = NetStream.read
+
+    async def counting(self, n=None):
+        reads["n"] += 1
+        return await original(self, n)
+
+    async with running_nodes(2) as (a, b):
+        await connect_line([a, b])
+        sub = b.gossip.subscribe(topics.CHAIN)
+        await trio.sleep(0.3)
+        monkeypatch.setattr(NetStream, "read", counting)
+        for i in range(30):
+            await a.gossip.publish(topics.CHAIN, "x", {"i": i, "pad": b"\x00" * 1000})
+            with trio.fail_after(5):
+                await sub.receive()
+        monkeypatch.setattr(NetStream, "read", original)
+    return reads["n"] / 30
+
+
+async def test_pubsub_reads_one_stream_chunk_per_rpc(monkeypatch):
+    assert await _stream_reads_per_message(monkeypatch, library=False) < 1.5
+    # the library reads the 2-byte length prefix one byte at a time: 3 reads per RPC
+    assert await _stream_reads_per_message(monkeypatch, library=True) >= 2.8
