@@ -9,6 +9,7 @@ from google.protobuf.message import DecodeError
 from libp2p.bitswap.pb.bitswap_pb2 import Message
 
 from dainode.errors import ProtocolError
+from dainode.store.cid import decode_varint, encode_varint
 
 PROTOCOL_120 = "/ipfs/bitswap/1.2.0"
 PROTOCOL_110 = "/ipfs/bitswap/1.1.0"
@@ -35,30 +36,17 @@ _HASHERS = {
 # --- uvarints ---------------------------------------------------------------------------
 
 
-def encode_uvarint(n: int) -> bytes:
-    if n < 0:
-        raise ValueError("uvarint must be >= 0")
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+# The unsigned-varint codec is the multiformats one (dainode.store.cid); the wire only maps its
+# errors to ProtocolError, which is what a peer's bad frame is.
+encode_uvarint = encode_varint
 
 
 def decode_uvarint(buf: bytes | bytearray | memoryview, pos: int = 0) -> tuple[int, int]:
-    """(value, position after it); ProtocolError if truncated or longer than 9 bytes."""
-    value = shift = 0
-    for i in range(pos, min(pos + 9, len(buf))):
-        byte = buf[i]
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, i + 1
-        shift += 7
-    raise ProtocolError("truncated or overlong uvarint")
+    """(value, position after it); ProtocolError if truncated, non-minimal or longer than 9 bytes."""
+    try:
+        return decode_varint(buf, pos)
+    except ValueError as exc:
+        raise ProtocolError(f"bad uvarint: {exc}") from None
 
 
 def frame(payload: bytes) -> bytes:
