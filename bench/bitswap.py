@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import filecmp
 import json
-import os
 import pstats
 import statistics
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.daemon import DaemonProcess  # noqa: E402
+from tests.integration.daemon import DaemonProcess, random_file  # noqa: E402
 from tests.integration.helia import HeliaPeer  # noqa: E402
 
 MiB = 1024 * 1024
@@ -39,25 +38,8 @@ class ProfiledDaemon(DaemonProcess):
         super().__init__(*args, **kwargs)
         self.profile_path = profile_path
 
-    def start(self, timeout: float = 60.0):
-        import subprocess
-
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "cProfile", "-o", str(self.profile_path), "-m", "dainode", *self.args()]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        self.wait_ready(timeout)
-        return self
-
-
-def random_file(path: Path, size: int) -> Path:
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            n = min(left, 4 * MiB)
-            f.write(os.urandom(n))
-            left -= n
-    return path
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "cProfile", "-o", str(self.profile_path), "-m", "dainode", *self.args()]
 
 
 def fetch_dainode(a: DaemonProcess, b: DaemonProcess, cid: str, src: Path, dst: Path) -> float:

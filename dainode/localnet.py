@@ -97,11 +97,15 @@ class DaemonProcess:
             args += ["--bootstrap", addr]
         return args + self.extra_args
 
+    def command(self) -> list[str]:
+        """The argv of the daemon (a subclass may wrap it, e.g. in a profiler)."""
+        return dainode_cmd(*self.args())
+
     def start(self, timeout: float = 60.0) -> "DaemonProcess":
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen(dainode_cmd(*self.args()), env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(self.command(), env=self.env, stdout=log, stderr=subprocess.STDOUT)
         finally:
             log.close()
         self.wait_ready(timeout)

@@ -1,5 +1,19 @@
-"""Daemons as subprocesses for integration tests: the product's own launcher (`dainode.localnet`)."""
+"""Daemons as subprocesses for integration tests (the product's own launcher, `dainode.localnet`), and test files."""
+
+import os
+from pathlib import Path
 
 from dainode.localnet import PASSWORD, DaemonProcess, dainode_cmd, daemon_env, free_port, init_nodes, raw_request, run_cli
 
-__all__ = ["PASSWORD", "DaemonProcess", "dainode_cmd", "daemon_env", "free_port", "init_nodes", "raw_request", "run_cli"]
+__all__ = ["PASSWORD", "DaemonProcess", "dainode_cmd", "daemon_env", "free_port", "init_nodes", "random_file", "raw_request", "run_cli"]
+
+
+def random_file(path: Path, size: int) -> Path:
+    """Write `size` random bytes to `path` in 4 MiB pieces (memory stays small for big files)."""
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 4 * 1024 * 1024)
+            f.write(os.urandom(n))
+            left -= n
+    return path

@@ -14,20 +14,10 @@ from libp2p.custom_types import TProtocol
 from dainode.store.bitswap import wire
 from dainode.store.blockstore import Blockstore
 from dainode.store.cid import CID, verify_block
-from tests.integration.daemon import run_cli
+from tests.integration.daemon import random_file, run_cli
 from tests.unit.store.bitswap.helpers import running_host
 
 KiB, MiB = 1024, 1024 * 1024
-
-
-def random_file(path, size: int):
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            n = min(left, 4 * MiB)
-            f.write(os.urandom(n))
-            left -= n
-    return path
 
 
 FAST_FAIL = {"DAINODE_STORE_FETCH_TIMEOUT_S": "8"}  # a missing block fails in seconds, not 120 s
