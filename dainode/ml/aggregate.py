@@ -9,6 +9,7 @@ sees the plaintext values that median, trimming or Krum distances need.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Sequence
 
 import numpy as np
@@ -16,14 +17,15 @@ import numpy as np
 from dainode.errors import AggregationError
 
 
-class Rule:
+class Rule(ABC):
     """Base of every aggregation rule."""
 
     name = "rule"
     linear = False
 
+    @abstractmethod
     def aggregate(self, updates: np.ndarray, weights: Sequence[float]) -> np.ndarray:
-        raise NotImplementedError
+        """The aggregated update (float32) of `updates` (clients, params) with example counts `weights`."""
 
     def coefficients(self, weights: Sequence[float]) -> np.ndarray:
         """The c_i of a linear rule; non-linear rules raise AggregationError."""
