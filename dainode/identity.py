@@ -210,6 +210,8 @@ def load_identity(data_dir: Path, password: str) -> Identity:
         raise _missing_half(data_dir, ETH_KEYSTORE, LIBP2P_KEYSTORE)
     if not p2p_path.exists() and eth_path.exists():
         raise _missing_half(data_dir, LIBP2P_KEYSTORE, ETH_KEYSTORE)
+    if not eth_path.exists():
+        raise IdentityError(f"{data_dir} holds no identity (no {ETH_KEYSTORE}); run `dainode init --data-dir {data_dir}`")
     eth_doc, eth_secret = _read_keystore(eth_path, password)
     if isinstance(eth_doc.get("dainode"), dict):
         raise IdentityError(f"{eth_path} holds a {eth_doc['dainode'].get('kind')} key, not an Ethereum key; restore the right file from a backup")

@@ -210,3 +210,8 @@ def test_password_sources(tmp_path, monkeypatch):
         resolve_password(None)
     with pytest.raises(IdentityError, match="cannot read password file"):
         resolve_password(str(tmp_path / "missing"))
+
+
+def test_no_identity_at_all_says_to_run_init(tmp_path):
+    with pytest.raises(IdentityError, match="holds no identity.*dainode init"):
+        load_identity(tmp_path / "empty", "pw")
