@@ -115,6 +115,10 @@ class InvalidCid(StoreError):
     """A string or bytes value is not a valid CID."""
 
 
+class PathRefused(StoreError):
+    """A local path store_add/store_get must not read or write (the node's data dir, a device, /proc, an existing file)."""
+
+
 # --- chain --------------------------------------------------------------------------
 
 

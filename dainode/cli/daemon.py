@@ -13,7 +13,8 @@ from dainode.cli.common import CommandFailed, add_data_dir_arg
 from dainode.config import Config, build_config, default_data_dir
 from dainode.errors import ServiceCrashed
 from dainode.fsutil import ensure_private_dir
-from dainode.identity import init_identity, is_initialised, load_or_init_identity, resolve_password
+from dainode.datadir import DataDirLock
+from dainode.identity import backup_keys, init_identity, is_initialised, load_or_init_identity, resolve_password
 from dainode.log import setup_logging
 
 log = logging.getLogger("dainode.node")
@@ -23,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("init", help="create the data dir with a libp2p key and an encrypted Ethereum keystore")
     add_data_dir_arg(p)
     _add_password_args(p)
+    p.add_argument("--force", action="store_true", help="replace an existing (or half) identity; the old key files are moved to keys/backup-*/")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("start", help="run the daemon in the foreground")
@@ -60,11 +62,18 @@ def cmd_init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     data_dir = Path(args.data_dir or default_data_dir()).expanduser()
-    if is_initialised(data_dir):
-        raise CommandFailed(f"{data_dir} is already initialised; nothing was changed")
+    if is_initialised(data_dir) and not args.force:
+        raise CommandFailed(
+            f"{data_dir} is already initialised; nothing was changed (`--force` makes a new identity and moves the old key files to keys/backup-*/)"
+        )
     password = resolve_password(args.password_file, confirm=True)
-    identity = init_identity(data_dir, password, light_kdf=args.light_kdf)
+    ensure_private_dir(data_dir)
+    with DataDirLock(data_dir):  # no daemon may use the keys while they are created or replaced
+        backup = backup_keys(data_dir) if args.force else None
+        identity = init_identity(data_dir, password, light_kdf=args.light_kdf)
     print(f"data dir  {data_dir}")
+    if backup is not None:
+        print(f"old keys  {backup}")
     print(f"address   {identity.address}")
     print(f"peer id   {identity.peer_id.to_base58()}")
     return 0
@@ -77,20 +86,25 @@ def cmd_start(args: argparse.Namespace) -> int:
     setup_logging(config.log_level, config.log_format)
     password = resolve_password(args.password_file, confirm=False)
     ensure_private_dir(config.data_path)
-    identity, created = load_or_init_identity(config.data_path, password, light_kdf=args.light_kdf)
-    if created:
-        log.info("initialised %s: account %s, peer %s", config.data_path, identity.address, identity.peer_id.to_base58())
-    node = Node(config, identity)
+    # the lock comes before the keys: two starts on a fresh dir must not both create an identity
+    lock = DataDirLock(config.data_path).acquire()
     try:
-        trio.run(_run_until_signal, node)
-    except KeyboardInterrupt:
-        return 0
-    except BaseException as exc:  # noqa: BLE001 - turn crashes into one clear line + status
-        crash = _find(exc, ServiceCrashed)
-        if crash is not None:
-            log.error("node stopped: %s", crash)
-            return 1
-        raise
+        identity, created = load_or_init_identity(config.data_path, password, light_kdf=args.light_kdf)
+        if created:
+            log.info("initialised %s: account %s, peer %s", config.data_path, identity.address, identity.peer_id.to_base58())
+        node = Node(config, identity, lock=lock)
+        try:
+            trio.run(_run_until_signal, node)
+        except KeyboardInterrupt:
+            return 0
+        except BaseException as exc:  # noqa: BLE001 - turn crashes into one clear line + status
+            crash = _find(exc, ServiceCrashed)
+            if crash is not None:
+                log.error("node stopped: %s", crash)
+                return 1
+            raise
+    finally:
+        lock.release()
     log.info("stopped")
     return 0
 

@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="where to write the file (written atomically)")
     p.add_argument("--peer", action="append", default=[], help="provider multiaddr (…/p2p/ID) to dial first; repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it is an existing regular file (default: refuse)")
+    p.add_argument("--shared", action="store_true", help="create OUTPUT readable by others (0644 minus the daemon's umask; default 0600)")
     p.set_defaults(func=cmd_get)
 
     pin = sub.add_parser("pin", help="pin add|rm|ls").add_subparsers(dest="pin_command", metavar="SUBCOMMAND")
@@ -81,6 +83,8 @@ def cmd_add(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
     out = rpc_call(args, "store_add", params, timeout=None)
+    for warning in out.get("warnings", []):
+        sys.stderr.write(f"dainode: warning: {warning}\n")
     if args.json:
         print_json(out)
     else:
@@ -115,7 +119,9 @@ def _human(n: float) -> str:
 
 def cmd_get(args: argparse.Namespace) -> int:
     out = str(Path(args.output).expanduser().absolute())
-    job = rpc_call(args, "store_get", {"cid": args.cid, "path": out, "providers": args.peer, "background": True})
+    params = {"cid": args.cid, "path": out, "providers": args.peer, "background": True, "overwrite": args.overwrite,
+              "mode": "shared" if args.shared else "private"}
+    job = rpc_call(args, "store_get", params)
     started = time.monotonic()
     shown = False
     while job["state"] == "running":
