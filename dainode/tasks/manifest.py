@@ -219,7 +219,7 @@ def _rule_params(t: Table, aggregation: str, providers: int) -> dict:
     key = t.key("aggregation_params")
     for k, v in raw.items():
         if k not in allowed:
-            raise ConfigError(f"{t.source}: unknown key {key}.{k} for aggregation {aggregation!r}; accepted: "
+            raise ConfigError(f"{t.source}: unknown key {key}.{k} (value {v!r}) for aggregation {aggregation!r}; accepted: "
                               f"{', '.join(allowed) or 'none'}", key=f"{key}.{k}")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise t.fail_key(f"{key}.{k}", v, "expected a finite number")

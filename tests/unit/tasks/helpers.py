@@ -27,11 +27,11 @@ BONUS_WEI = 3_000_000_000_000_000_001  # odd on purpose: the integer split must 
 
 def manifest_doc(**task_overrides) -> dict:
     doc = {
-        "task": {"name": "digits-small", "rounds": 3, "providers": 4, "local_epochs": 1, "round_window_s": 30,
+        "task": {"name": "digits-small", "rounds": 3, "providers": 4, "local_epochs": 2, "round_window_s": 30,
                  "quorum": 3, "aggregation": "fedavg", "privacy": "fl", "reward_pool_wei": "4000000000000000000",
                  "max_data_price_wei": "100000000000000000", "max_compute_price_wei": "100000000000000000",
-                 "seed": 0},
-        "model": {"kind": "mlp", "layers": [64, 16, 10], "lr": 0.1, "batch": 32},
+                 "seed": 0, "aggregation_params": {}},
+        "model": {"kind": "mlp", "layers": [64, 16, 10], "lr": 0.5, "batch": 32},
         "data": {"features": 64, "label_classes": list(range(10)), "min_rows": 50, "min_quality": 0.5},
         "test": {"dataset": "digits", "feature_scale": 0.0625, "split": {"fraction": 0.2, "seed": 0}},
     }
