@@ -125,3 +125,8 @@ def check_test_set(data: bytes, cid: CID | str, salt: bytes, commitment: bytes) 
     if not hmac.compare_digest(want, bytes(commitment)):
         raise TaskError(f"test set commitment mismatch: keccak256(cid digest || salt) = 0x{want.hex()}, "
                         f"committed at open 0x{bytes(commitment).hex()}")
+
+
+# these are API names, not tests: keep pytest from collecting them where they are imported
+test_set_cid.__test__ = False  # type: ignore[attr-defined]
+test_set_commitment.__test__ = False  # type: ignore[attr-defined]
