@@ -25,6 +25,7 @@ from dainode.tasks.sealed import TaskRef, address
 
 UPDATE_SCHEMA = "dainode.update/1"
 MODEL_SCHEMA = "dainode.global-model/1"
+DATA_SCHEMA = "dainode.training-data/1"
 ROUND_SCHEMA = "dainode.round-result/1"
 REASONS = ("malformed", "wrong_task", "wrong_round", "wrong_sender", "wrong_match", "undecryptable",
            "wrong_shape", "non_finite", "bad_examples", "late")
@@ -32,6 +33,7 @@ _TASK = ("chain_id", "task_address", "task_id")
 _UPDATE_ORDER = [("wrong_task", _TASK), ("wrong_round", ("round",)), ("wrong_sender", ("sender",)),
                  ("wrong_match", ("match_id",))]
 _MODEL_ORDER = [("wrong_task", _TASK), ("wrong_round", ("round",)), ("wrong_sender", ("sender",))]
+_DATA_ORDER = [("wrong_task", _TASK), ("wrong_sender", ("sender",)), ("wrong_match", ("match_id",))]
 _LEN = struct.Struct(">I")
 
 
@@ -152,6 +154,46 @@ def seal_global_model(binding: ModelBinding, params: np.ndarray, recipients: Ite
 def open_global_model(blob: bytes, key: PrivateKey, expected: ModelBinding, spec: ModelSpec) -> np.ndarray:
     payload = sealed.unpack(blob, key, MODEL_SCHEMA, expected.fields(), _MODEL_ORDER)
     return _read_vector(payload, spec)[1]
+
+
+# --- training data (data provider -> its computation provider, once per task) ------------------
+
+
+@dataclass(frozen=True)
+class DataBinding:
+    """A data provider's training rows for one match, for ``provideData``."""
+
+    task: TaskRef
+    match_id: int
+    sender: str  # the data provider's address
+
+    def __post_init__(self):
+        object.__setattr__(self, "sender", address(self.sender, "sender"))
+
+    def fields(self) -> dict:
+        return {**self.task.fields(), "match_id": int(self.match_id), "sender": self.sender}
+
+
+def seal_training_data(binding: DataBinding, x: np.ndarray, y: np.ndarray, recipients: Iterable[PublicKey]) -> bytes:
+    """The rows (encoded as a test set is: ``testset.encode_test_set``) for the computation provider's key only."""
+    from dainode.tasks.testset import encode_test_set
+
+    return sealed.pack(DATA_SCHEMA, binding.fields(), recipients, encode_test_set(x, y))
+
+
+def open_training_data(blob: bytes, key: PrivateKey, expected: DataBinding, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+    from dainode.tasks.testset import decode_test_set
+
+    payload = sealed.unpack(blob, key, DATA_SCHEMA, expected.fields(), _DATA_ORDER)
+    try:
+        x, y = decode_test_set(payload)
+    except TaskError as exc:
+        raise DocumentRejected("malformed", str(exc)) from None
+    if int(np.prod(x.shape[1:])) != int(np.prod(spec.feature_shape)):
+        raise DocumentRejected("wrong_shape", f"rows have {x.shape[1:]} features, the model takes {spec.feature_shape}")
+    if y.min() < 0 or y.max() >= spec.n_classes:
+        raise DocumentRejected("wrong_shape", f"labels span [{y.min()}, {y.max()}], the model has {spec.n_classes} classes")
+    return x, y
 
 
 # --- round results -----------------------------------------------------------------------------

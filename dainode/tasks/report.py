@@ -96,7 +96,10 @@ def _plot_history(path: Path, history: list[dict]) -> None:
     try:
         rounds = [h["round"] for h in history]
         ax.plot(rounds, [h["accuracy"] for h in history], "o-", color="tab:blue", label="accuracy")
-        ax.set_xlabel("round")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("round (model after aggregating it)")
         ax.set_ylabel("test accuracy", color="tab:blue")
         ax.set_ylim(0, 1)
         ax2 = ax.twinx()

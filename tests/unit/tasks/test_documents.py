@@ -136,3 +136,21 @@ def test_round_result_document(update):
     with pytest.raises(DocumentRejected, match="malformed"):
         RoundResult.from_document({"schema": "dainode.round-result/1"})
     assert params_digest(update) != params_digest(update + 1e-7)
+
+
+def test_training_data_for_the_compute_provider_only(key):
+    from dainode.tasks.documents import DataBinding, open_training_data, seal_training_data
+
+    compute = TaskKey.generate()
+    db = DataBinding(TASK, match_id=2, sender=SENDER)
+    x = np.arange(20, dtype=np.float32).reshape(5, 4)
+    y = np.array([0, 1, 0, 1, 1])
+    blob = seal_training_data(db, x, y, [compute.public.key])
+    gx, gy = open_training_data(blob, compute.private, db, SPEC)
+    assert np.array_equal(gx, x) and np.array_equal(gy, y)
+    assert x.tobytes() not in blob
+    assert _reason(lambda: open_training_data(blob, key.private, db, SPEC)) == "undecryptable"  # not the task key
+    assert _reason(lambda: open_training_data(blob, compute.private, dataclasses.replace(db, match_id=3), SPEC)) == "wrong_match"
+    assert _reason(lambda: open_training_data(blob, compute.private, db, ModelSpec("mlp", (5, 3, 2)))) == "wrong_shape"
+    bad_labels = seal_training_data(db, x, y + 1, [compute.public.key])
+    assert _reason(lambda: open_training_data(bad_labels, compute.private, db, SPEC)) == "wrong_shape"
