@@ -49,7 +49,7 @@ class PostedRound:
     round: int
     global_model: bytes  # the sealed input model of this round (binding round = ``round``)
     updates: list[PostedUpdate]
-    result: RoundResult
+    result: RoundResult | bytes  # the posted round-result document (bytes: parsed here, a bad one is a difference)
 
 
 @dataclass
@@ -70,7 +70,7 @@ class TaskEvidence:
     final_model: bytes  # sealed global model of round ``manifest.task.rounds``
     bonus_wei: int  # pool minus the guaranteed prices: what the split must distribute
     posted_bonuses: dict[int, int]  # postSplit's bonuses[] by match id
-    split_report: SplitReport
+    split_report: SplitReport | bytes
     match_rows: dict[int, int] | None = None  # the data offers' row counts: n_examples may not exceed them
 
 
@@ -141,22 +141,24 @@ def verify_task(ev: TaskEvidence) -> VerifyResult:
         t = pr.round
         if models.get(t) is None:
             continue
-        accepted = _check_updates(c, ev, pr, key.private)
+        res = _parse(c, f"round {t} result", RoundResult.from_bytes, pr.result)
+        accepted = _check_updates(c, ev, pr, res, key.private)
         out = aggregate_round(m, t, models[t], accepted)
         outcomes.append(out)
-        res = pr.result
-        c.equal(f"round {t} rule", res.rule, out.rule)
         nxt = models.get(t + 1)
         if nxt is None:
             continue
-        c.equal(f"round {t} params digest", res.params_digest, params_digest(nxt),
-                "the round result names another model than the one published for the next round")
         gap = float(np.max(np.abs(nxt.astype(np.float64) - out.params))) if nxt.size else 0.0
         if not gap <= PARAM_ATOL:
             c.diff(f"round {t} aggregate", params_digest(nxt), params_digest(out.params),
                    f"published model differs from the recomputed aggregate by up to {gap:.3g} (> {PARAM_ATOL:g})")
         ev_m = evaluate_params(m, nxt, test)  # the posted model's metrics, whatever our aggregate says
         history.append({"round": t, "accuracy": ev_m["accuracy"], "loss": ev_m["loss"]})
+        if res is None:
+            continue
+        c.equal(f"round {t} rule", res.rule, out.rule)
+        c.equal(f"round {t} params digest", res.params_digest, params_digest(nxt),
+                "the round result names another model than the one published for the next round")
         c.equal(f"round {t} n_test", res.n_test, ev_m["n"])
         c.close(f"round {t} accuracy", res.accuracy, ev_m["accuracy"], 1.5 / max(ev_m["n"], 1))
         c.close(f"round {t} loss", res.loss, ev_m["loss"], LOSS_ATOL)
@@ -177,7 +179,17 @@ def _open_models(c: _Checker, ev: TaskEvidence, key, spec) -> dict[int, np.ndarr
     return out
 
 
-def _check_updates(c: _Checker, ev: TaskEvidence, pr: PostedRound, key) -> list:
+def _parse(c: _Checker, where: str, parse, doc):
+    if not isinstance(doc, (bytes, bytearray, memoryview)):
+        return doc
+    try:
+        return parse(bytes(doc))
+    except DainodeError as exc:
+        c.diff(where, "published", "unreadable", str(exc))
+        return None
+
+
+def _check_updates(c: _Checker, ev: TaskEvidence, pr: PostedRound, res: RoundResult | None, key) -> list:
     """Open every update of the round; compare accepted/rejected with the posted result; return the valid ones."""
     t, spec = pr.round, ev.manifest.model_spec
     valid, status, after_close = [], {}, set()
@@ -202,7 +214,8 @@ def _check_updates(c: _Checker, ev: TaskEvidence, pr: PostedRound, key) -> list:
             continue
         valid.append(up)
         status[(pu.match_id, pu.cid)] = "ok"
-    res = pr.result
+    if res is None:
+        return valid
     posted = {(d["match_id"], d["cid"]): "ok" for d in res.included}
     posted.update({(d["match_id"], d["cid"]): d["reason"] for d in res.excluded})
     for k in sorted(set(status) | set(posted)):
@@ -215,7 +228,9 @@ def _check_updates(c: _Checker, ev: TaskEvidence, pr: PostedRound, key) -> list:
 
 
 def _check_split(c: _Checker, ev: TaskEvidence, outcomes: Sequence[RoundOutcome], test) -> dict[int, float]:
-    rep = ev.split_report
+    rep = _parse(c, "split report", SplitReport.from_bytes, ev.split_report)
+    if rep is None:
+        return {}
     c.equal("split task", rep.task, ev.task)
     c.equal("split bonus total", rep.bonus_wei, ev.bonus_wei)
     c.equal("split posted bonuses sum", sum(ev.posted_bonuses.values()), ev.bonus_wei,

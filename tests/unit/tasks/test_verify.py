@@ -154,3 +154,16 @@ def test_missing_round(clean_run):
     ev = clean_run.evidence
     res = verify_task(dataclasses.replace(ev, rounds=ev.rounds[:2]))
     assert "rounds posted" in _where(res)
+
+
+def test_documents_as_fetched_bytes(clean_run):
+    """verify takes the round results and the split report as the bytes fetched by CID; unreadable ones are differences."""
+    ev = clean_run.evidence
+    as_bytes = dataclasses.replace(ev, rounds=[dataclasses.replace(r, result=r.result.to_bytes()) for r in ev.rounds],
+                                   split_report=ev.split_report.to_bytes())
+    assert verify_task(as_bytes).ok
+    broken = dataclasses.replace(as_bytes, rounds=[dataclasses.replace(r, result=b"{}") if r.round == 1 else r
+                                                   for r in as_bytes.rounds], split_report=b"not json")
+    res = verify_task(broken)
+    assert _where(res) == ["round 1 result", "split report"]
+    assert "not a dainode.round-result/1 document" in res.differences[0].detail
