@@ -187,3 +187,23 @@ class DatasetError(MLError):
 
 class AggregationError(MLError):
     """An aggregation rule cannot be applied (e.g. a non-linear rule under CKKS)."""
+
+
+# --- training tasks -----------------------------------------------------------------
+
+
+class TaskError(DainodeError):
+    """A training-task step (manifest, keys, round, split, verification) cannot proceed."""
+
+
+class DocumentRejected(TaskError):
+    """A task document (update, global model, round result) fails a check.
+
+    `reason` is a short stable code (e.g. ``wrong_round``, ``undecryptable``) that goes into the
+    on-chain rejection evidence; `detail` says what exactly did not fit.
+    """
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
