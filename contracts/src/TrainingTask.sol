@@ -74,6 +74,17 @@ contract TrainingTask {
         bytes32 splitHash; // keccak256(abi.encode(bonuses)) of the posted split
     }
 
+    /// What the data provider and the compute provider both sign (EIP-712 type MatchConsent);
+    /// `deadline` is when the consent stops being usable.
+    struct MatchConsent {
+        uint256 taskId;
+        uint256 dataOfferId;
+        uint256 computeOfferId;
+        uint256 dataPrice;
+        uint256 computePrice;
+        uint256 deadline;
+    }
+
     /// Slot 0: dataProvider | dataPrice | provided. Slot 1: computeProvider | computePrice | lastRound.
     struct Match {
         address dataProvider;
@@ -257,48 +268,48 @@ contract TrainingTask {
     }
 
     /// Record a match of an active data offer and an active compute offer whose owners both signed
-    /// the MatchConsent (EIP-712) for this task, these offers, prices and consent deadline. Both
-    /// prices are reserved from the pool.
-    function recordMatch(
-        uint256 taskId,
-        uint256 dataOfferId,
-        uint256 computeOfferId,
-        uint256 dataPrice,
-        uint256 computePrice,
-        uint256 consentDeadline,
-        bytes calldata dataSignature,
-        bytes calldata computeSignature
-    ) external returns (uint256 matchId) {
+    /// the MatchConsent `c` (EIP-712) for this task, these offers, prices and consent deadline.
+    /// Both prices are reserved from the pool.
+    function recordMatch(MatchConsent calldata c, bytes calldata dataSignature, bytes calldata computeSignature)
+        external
+        returns (uint256 matchId)
+    {
+        uint256 taskId = c.taskId;
         Task storage t = _tasks[taskId];
         if (msg.sender != t.modelProvider) revert NotModelProvider(taskId, msg.sender);
         if (t.phase != Phase.Matching) revert WrongPhase(taskId, t.phase);
-        if (block.timestamp > consentDeadline) revert ConsentExpired(consentDeadline);
-        if (dataPrice > type(uint80).max) revert PriceTooLarge(dataPrice);
-        if (computePrice > type(uint80).max) revert PriceTooLarge(computePrice);
+        if (block.timestamp > c.deadline) revert ConsentExpired(c.deadline);
+        if (c.dataPrice > type(uint80).max) revert PriceTooLarge(c.dataPrice);
+        if (c.computePrice > type(uint80).max) revert PriceTooLarge(c.computePrice);
         matchId = t.matchCount;
         if (matchId >= MAX_MATCHES) revert TooManyMatches(taskId);
-        uint256 needed = dataPrice + computePrice;
+        uint256 needed = c.dataPrice + c.computePrice;
         if (needed > t.bonus) revert InsufficientPool(taskId, needed, t.bonus);
-        address dp = _offerOwner(dataOfferId, Registry.Kind.Data);
-        address cp = _offerOwner(computeOfferId, Registry.Kind.Compute);
+        address dp = _offerOwner(c.dataOfferId, Registry.Kind.Data);
+        address cp = _offerOwner(c.computeOfferId, Registry.Kind.Compute);
         if (dp == msg.sender) revert InvalidParty(dp);
         if (cp == msg.sender) revert InvalidParty(cp);
-        bytes32 digest = consentDigest(taskId, dataOfferId, computeOfferId, dataPrice, computePrice, consentDeadline);
+        bytes32 digest = consentDigest(c);
         if (consentUsed[digest]) revert ConsentAlreadyUsed(digest);
         _checkSignature(digest, dataSignature, dp);
         _checkSignature(digest, computeSignature, cp);
         consentUsed[digest] = true;
         t.bonus -= uint128(needed); // <= bonus, checked above
         t.matchCount = uint8(matchId + 1); // < MAX_MATCHES
-        _matches[taskId][matchId] = Match({
+        _storeMatch(c, matchId, dp, cp);
+    }
+
+    /// (Its own frame: recordMatch alone would not fit the legacy code generator's stack, which slither uses.)
+    function _storeMatch(MatchConsent calldata c, uint256 matchId, address dp, address cp) private {
+        _matches[c.taskId][matchId] = Match({
             dataProvider: dp,
-            dataPrice: uint80(dataPrice),
+            dataPrice: uint80(c.dataPrice), // checked in recordMatch
             provided: false,
             computeProvider: cp,
-            computePrice: uint80(computePrice),
+            computePrice: uint80(c.computePrice),
             lastRound: 0
         });
-        emit MatchRecorded(taskId, matchId, dp, cp, dataOfferId, computeOfferId, dataPrice, computePrice);
+        emit MatchRecorded(c.taskId, matchId, dp, cp, c.dataOfferId, c.computeOfferId, c.dataPrice, c.computePrice);
     }
 
     /// Freeze the matches and open round 0.
@@ -551,17 +562,8 @@ contract TrainingTask {
     }
 
     /// The EIP-712 digest the data and the compute provider sign to consent to a match.
-    function consentDigest(
-        uint256 taskId,
-        uint256 dataOfferId,
-        uint256 computeOfferId,
-        uint256 dataPrice,
-        uint256 computePrice,
-        uint256 deadline
-    ) public view returns (bytes32) {
-        bytes32 structHash = keccak256(
-            abi.encode(CONSENT_TYPEHASH, taskId, dataOfferId, computeOfferId, dataPrice, computePrice, deadline)
-        );
+    function consentDigest(MatchConsent calldata c) public view returns (bytes32) {
+        bytes32 structHash = keccak256(abi.encode(CONSENT_TYPEHASH, c));
         return keccak256(abi.encodePacked("\x19\x01", domainSeparator(), structHash));
     }
 
@@ -585,7 +587,9 @@ contract TrainingTask {
     }
 
     function _offerOwner(uint256 offerId, Registry.Kind kind) private view returns (address owner) {
-        (address o, Registry.Kind k,, bool active) = registry.offer(offerId);
+        // The listed price is only a starting point: the consented prices are what counts.
+        (address o, Registry.Kind k, uint256 listed, bool active) = registry.offer(offerId);
+        listed;
         if (o == address(0)) revert UnknownOffer(offerId);
         if (k != kind) revert WrongOfferKind(offerId);
         if (!active) revert OfferNotActive(offerId);
@@ -622,7 +626,7 @@ contract TrainingTask {
     function _payRound(uint256 taskId, Task storage t, uint16 round, bool forfeit) private {
         uint256 n = t.matchCount;
         uint256 rounds = t.rounds;
-        uint256 forfeited;
+        uint256 forfeited = 0;
         for (uint256 i; i < n; ++i) {
             Match storage m = _matches[taskId][i];
             uint256 price = m.computePrice;
@@ -640,8 +644,8 @@ contract TrainingTask {
     function _checkSplit(uint256 taskId, Task storage t, uint256[] calldata bonuses) private view {
         uint256 n = t.matchCount;
         if (bonuses.length != n) revert LengthMismatch(n, bonuses.length);
-        uint256 sum;
-        bool anyProvided;
+        uint256 sum = 0;
+        bool anyProvided = false;
         for (uint256 i; i < n; ++i) {
             bool provided = _matches[taskId][i].provided;
             anyProvided = anyProvided || provided;
@@ -691,7 +695,7 @@ contract TrainingTask {
     /// nothing when none did (it stays in escrow for the refund).
     function _creditEqual(uint256 taskId, Task storage t, uint256 amount) private {
         uint256 n = t.matchCount;
-        uint256 count;
+        uint256 count = 0;
         for (uint256 i; i < n; ++i) {
             if (_matches[taskId][i].provided) ++count;
         }

@@ -50,21 +50,21 @@ contract TrainingTaskAccess is TrainingTaskBase {
     function test_matchingPhaseGuards() public {
         uint256 id = _open(10 * ETH, 1, 0);
         uint256 until = block.timestamp + 1 hours;
-        bytes32 d = tt.consentDigest(id, dOffer[0], cOffer[0], ETH, ETH, until);
+        bytes32 d = tt.consentDigest(TrainingTask.MatchConsent(id, dOffer[0], cOffer[0], ETH, ETH, until));
         bytes memory ds = _sig(dpKey[0], d);
         bytes memory cs = _sig(cpKey[0], d);
         vm.prank(STRANGER);
         vm.expectRevert(abi.encodeWithSelector(TrainingTask.NotModelProvider.selector, id, STRANGER));
-        tt.recordMatch(id, dOffer[0], cOffer[0], ETH, ETH, until, ds, cs);
+        tt.recordMatch(TrainingTask.MatchConsent(id, dOffer[0], cOffer[0], ETH, ETH, until), ds, cs);
         vm.prank(MP);
         vm.expectRevert(abi.encodeWithSelector(TrainingTask.PriceTooLarge.selector, uint256(type(uint80).max) + 1));
-        tt.recordMatch(id, dOffer[0], cOffer[0], uint256(type(uint80).max) + 1, ETH, until, ds, cs);
+        tt.recordMatch(TrainingTask.MatchConsent(id, dOffer[0], cOffer[0], uint256(type(uint80).max) + 1, ETH, until), ds, cs);
         vm.prank(MP);
         vm.expectRevert(abi.encodeWithSelector(TrainingTask.InsufficientPool.selector, id, 11 * ETH, 10 * ETH));
-        tt.recordMatch(id, dOffer[0], cOffer[0], 10 * ETH, ETH, until, ds, cs);
+        tt.recordMatch(TrainingTask.MatchConsent(id, dOffer[0], cOffer[0], 10 * ETH, ETH, until), ds, cs);
         vm.prank(MP);
         vm.expectRevert(abi.encodeWithSelector(TrainingTask.InvalidSignature.selector, dp[0]));
-        tt.recordMatch(id, dOffer[0], cOffer[0], ETH, ETH, until, hex"00", cs);
+        tt.recordMatch(TrainingTask.MatchConsent(id, dOffer[0], cOffer[0], ETH, ETH, until), hex"00", cs);
         vm.prank(STRANGER);
         vm.expectRevert(abi.encodeWithSelector(TrainingTask.NotModelProvider.selector, id, STRANGER));
         tt.startTraining(id);

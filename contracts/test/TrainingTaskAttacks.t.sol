@@ -113,54 +113,54 @@ contract TrainingTaskAttacks is TrainingTaskBase {
     function test_attack_matchWithoutConsent() public {
         uint256 id = _open(10 * ETH, 1, 0);
         uint256 until = block.timestamp + 1 hours;
-        bytes32 d = tt.consentDigest(id, dOffer[0], cOffer[0], ETH, ETH, until);
+        bytes32 d = tt.consentDigest(TrainingTask.MatchConsent(id, dOffer[0], cOffer[0], ETH, ETH, until));
         bytes memory ds = _sig(dpKey[0], d);
         bytes memory cs = _sig(cpKey[0], d);
         bytes memory forged = _sig(0xBAD, d);
         vm.startPrank(MP);
         vm.expectRevert(abi.encodeWithSelector(TrainingTask.InvalidSignature.selector, dp[0]));
-        tt.recordMatch(id, dOffer[0], cOffer[0], ETH, ETH, until, forged, cs);
+        tt.recordMatch(TrainingTask.MatchConsent(id, dOffer[0], cOffer[0], ETH, ETH, until), forged, cs);
         vm.expectRevert(abi.encodeWithSelector(TrainingTask.InvalidSignature.selector, cp[0]));
-        tt.recordMatch(id, dOffer[0], cOffer[0], ETH, ETH, until, ds, ds);
+        tt.recordMatch(TrainingTask.MatchConsent(id, dOffer[0], cOffer[0], ETH, ETH, until), ds, ds);
         // A higher price than signed does not verify.
         vm.expectRevert(abi.encodeWithSelector(TrainingTask.InvalidSignature.selector, dp[0]));
-        tt.recordMatch(id, dOffer[0], cOffer[0], 2 * ETH, ETH, until, ds, cs);
+        tt.recordMatch(TrainingTask.MatchConsent(id, dOffer[0], cOffer[0], 2 * ETH, ETH, until), ds, cs);
         // Offers must be of the right kind and active.
         vm.expectRevert(abi.encodeWithSelector(TrainingTask.WrongOfferKind.selector, cOffer[0]));
-        tt.recordMatch(id, cOffer[0], cOffer[0], ETH, ETH, until, ds, cs);
+        tt.recordMatch(TrainingTask.MatchConsent(id, cOffer[0], cOffer[0], ETH, ETH, until), ds, cs);
         vm.expectRevert(abi.encodeWithSelector(TrainingTask.UnknownOffer.selector, 999));
-        tt.recordMatch(id, dOffer[0], 999, ETH, ETH, until, ds, cs);
-        tt.recordMatch(id, dOffer[0], cOffer[0], ETH, ETH, until, ds, cs);
+        tt.recordMatch(TrainingTask.MatchConsent(id, dOffer[0], 999, ETH, ETH, until), ds, cs);
+        tt.recordMatch(TrainingTask.MatchConsent(id, dOffer[0], cOffer[0], ETH, ETH, until), ds, cs);
         vm.expectRevert(abi.encodeWithSelector(TrainingTask.ConsentAlreadyUsed.selector, d));
-        tt.recordMatch(id, dOffer[0], cOffer[0], ETH, ETH, until, ds, cs);
+        tt.recordMatch(TrainingTask.MatchConsent(id, dOffer[0], cOffer[0], ETH, ETH, until), ds, cs);
         vm.stopPrank();
         vm.prank(dp[1]);
         reg.withdrawOffer(dOffer[1]);
-        bytes32 d1 = tt.consentDigest(id, dOffer[1], cOffer[1], ETH, ETH, until);
+        bytes32 d1 = tt.consentDigest(TrainingTask.MatchConsent(id, dOffer[1], cOffer[1], ETH, ETH, until));
         (ds, cs) = (_sig(dpKey[1], d1), _sig(cpKey[1], d1));
         vm.prank(MP);
         vm.expectRevert(abi.encodeWithSelector(TrainingTask.OfferNotActive.selector, dOffer[1]));
-        tt.recordMatch(id, dOffer[1], cOffer[1], ETH, ETH, until, ds, cs);
+        tt.recordMatch(TrainingTask.MatchConsent(id, dOffer[1], cOffer[1], ETH, ETH, until), ds, cs);
         // A consent for another task does not verify here.
         uint256 other = _open(ETH, 1, 0);
-        bytes32 d2 = tt.consentDigest(other, dOffer[2], cOffer[2], 0, 0, until);
+        bytes32 d2 = tt.consentDigest(TrainingTask.MatchConsent(other, dOffer[2], cOffer[2], 0, 0, until));
         (ds, cs) = (_sig(dpKey[2], d2), _sig(cpKey[2], d2));
         vm.prank(MP);
         vm.expectRevert(abi.encodeWithSelector(TrainingTask.InvalidSignature.selector, dp[2]));
-        tt.recordMatch(id, dOffer[2], cOffer[2], 0, 0, until, ds, cs);
+        tt.recordMatch(TrainingTask.MatchConsent(id, dOffer[2], cOffer[2], 0, 0, until), ds, cs);
         // Expired consent.
         vm.warp(until + 1);
         vm.prank(MP);
         vm.expectRevert(abi.encodeWithSelector(TrainingTask.ConsentExpired.selector, until));
-        tt.recordMatch(other, dOffer[2], cOffer[2], 0, 0, until, ds, cs);
+        tt.recordMatch(TrainingTask.MatchConsent(other, dOffer[2], cOffer[2], 0, 0, until), ds, cs);
         // After training starts no match can be added (a late sybil cannot take the pool).
         _start(id);
         uint256 until2 = block.timestamp + 1 hours;
-        bytes32 d3 = tt.consentDigest(id, dOffer[3], cOffer[3], ETH, ETH, until2);
+        bytes32 d3 = tt.consentDigest(TrainingTask.MatchConsent(id, dOffer[3], cOffer[3], ETH, ETH, until2));
         (ds, cs) = (_sig(dpKey[3], d3), _sig(cpKey[3], d3));
         vm.prank(MP);
         vm.expectRevert(abi.encodeWithSelector(TrainingTask.WrongPhase.selector, id, TrainingTask.Phase.Training));
-        tt.recordMatch(id, dOffer[3], cOffer[3], ETH, ETH, until2, ds, cs);
+        tt.recordMatch(TrainingTask.MatchConsent(id, dOffer[3], cOffer[3], ETH, ETH, until2), ds, cs);
     }
 
     /// An update for a closed round is refused by its round number (not counted for the next round),

@@ -76,11 +76,11 @@ abstract contract TrainingTaskBase is TestBase {
         returns (uint256 matchId)
     {
         uint256 until = block.timestamp + 1 hours;
-        bytes32 d = tt.consentDigest(id, dOffer[i], cOffer[j], dataPrice, computePrice, until);
+        bytes32 d = tt.consentDigest(TrainingTask.MatchConsent(id, dOffer[i], cOffer[j], dataPrice, computePrice, until));
         bytes memory ds = _sig(dpKey[i], d);
         bytes memory cs = _sig(cpKey[j], d);
         vm.prank(MP);
-        matchId = tt.recordMatch(id, dOffer[i], cOffer[j], dataPrice, computePrice, until, ds, cs);
+        matchId = tt.recordMatch(TrainingTask.MatchConsent(id, dOffer[i], cOffer[j], dataPrice, computePrice, until), ds, cs);
     }
 
     function _start(uint256 id) internal {

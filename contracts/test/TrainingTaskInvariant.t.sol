@@ -80,13 +80,11 @@ contract TrainingTaskHandler is TestBase {
         dataPrice = bound(dataPrice, 0, avail / 2);
         computePrice = bound(computePrice, 0, avail / 2);
         uint256 until = block.timestamp + 1 hours;
-        bytes32 d = tt.consentDigest(id, dOffer[i], cOffer[j], dataPrice, computePrice, until);
+        bytes32 d = tt.consentDigest(TrainingTask.MatchConsent(id, dOffer[i], cOffer[j], dataPrice, computePrice, until));
         (uint8 v1, bytes32 r1, bytes32 s1) = vm.sign(dpKey[i], d);
         (uint8 v2, bytes32 r2, bytes32 s2) = vm.sign(cpKey[j], d);
         vm.prank(MP);
-        try tt.recordMatch(
-            id, dOffer[i], cOffer[j], dataPrice, computePrice, until, abi.encodePacked(r1, s1, v1), abi.encodePacked(r2, s2, v2)
-        ) {} catch {}
+        try tt.recordMatch(TrainingTask.MatchConsent(id, dOffer[i], cOffer[j], dataPrice, computePrice, until), abi.encodePacked(r1, s1, v1), abi.encodePacked(r2, s2, v2)) {} catch {}
     }
 
     function start(uint256 s) external {

@@ -59,6 +59,12 @@ def commit_test_set(cid: CID, salt: bytes) -> bytes:
     return keccak(eth_abi.encode(["bytes32", "uint64", "bytes32"], [digest, codec, bytes(salt)]))
 
 
+def consent_to_abi(consent: MatchConsent) -> tuple:
+    """A MatchConsent as the contract's MatchConsent struct argument."""
+    return (consent.task_id, consent.data_offer_id, consent.compute_offer_id, consent.data_price,
+            consent.compute_price, consent.deadline)
+
+
 @dataclass(frozen=True)
 class TaskParams:
     """openTask's parameters (durations in seconds, deadline unix s; arbiter None = the contract's authority)."""
@@ -201,9 +207,7 @@ class TrainingTaskBinding:
         return self._event(receipt, "TaskOpened").args["taskId"]
 
     async def record_match(self, consent: MatchConsent, data_signature: bytes, compute_signature: bytes) -> int:
-        receipt = await self._send(
-            "recordMatch", consent.task_id, consent.data_offer_id, consent.compute_offer_id, consent.data_price,
-            consent.compute_price, consent.deadline, bytes(data_signature), bytes(compute_signature))
+        receipt = await self._send("recordMatch", consent_to_abi(consent), bytes(data_signature), bytes(compute_signature))
         return self._event(receipt, "MatchRecorded").args["matchId"]
 
     async def start_training(self, task_id: int) -> dict:
@@ -265,8 +269,7 @@ class TrainingTaskBinding:
 
     async def consent_digest(self, consent: MatchConsent) -> bytes:
         """The digest as the contract computes it (compare with dainode.chain.consent.consent_digest)."""
-        return await self._call("consentDigest", consent.task_id, consent.data_offer_id, consent.compute_offer_id,
-                                consent.data_price, consent.compute_price, consent.deadline)
+        return await self._call("consentDigest", consent_to_abi(consent))
 
     def local_consent_digest(self, consent: MatchConsent, chain_id: int) -> bytes:
         return consent_digest(consent, chain_id, self.address)
@@ -274,5 +277,5 @@ class TrainingTaskBinding:
 
 __all__ = [
     "CreditKind", "MatchState", "Phase", "TaskParams", "TaskState", "TrainingTaskBinding", "cid_from_chain",
-    "cid_to_chain", "event_cids", "commit_test_set",
+    "cid_to_chain", "commit_test_set", "consent_to_abi", "event_cids",
 ]

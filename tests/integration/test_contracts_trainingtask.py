@@ -8,7 +8,7 @@ from eth_account import Account
 from dainode.chain.consent import MatchConsent, consent_digest, sign_consent
 from dainode.chain.contracts import load_contracts
 from dainode.chain.training_task import (
-    Phase, TaskParams, TrainingTaskBinding, cid_to_chain, commit_test_set, event_cids,
+    Phase, TaskParams, TrainingTaskBinding, cid_to_chain, commit_test_set, consent_to_abi, event_cids,
 )
 from dainode.store.cid import cid_of
 from tests.integration.chain_env import make_client
@@ -73,15 +73,14 @@ def _consent(env, tid, dp, cp, dprice, cprice, *, signer_dp=None, signer_cp=None
 
 
 def _match(env, c, ds, cs):
-    return send(env["tt"], "recordMatch", c.task_id, c.data_offer_id, c.compute_offer_id, c.data_price,
-                c.compute_price, c.deadline, ds, cs, sender=env["mp"])
+    return send(env["tt"], "recordMatch", consent_to_abi(c), ds, cs, sender=env["mp"])
 
 
 def test_consent_signed_in_python_is_accepted_and_a_forged_one_is_not(env):
     tt = env["tt"]
     tid = _open(env)
     c, ds, cs = _consent(env, tid, "dp1", "cp1", ETH, 2 * ETH)
-    on_chain = tt.functions.consentDigest(tid, c.data_offer_id, c.compute_offer_id, ETH, 2 * ETH, c.deadline).call()
+    on_chain = tt.functions.consentDigest(consent_to_abi(c)).call()
     assert bytes(on_chain) == consent_digest(c, 31337, tt.address)
     forged = sign_consent(env["keys"][env["stranger"]], c, 31337, tt.address)
     e = _reverts("InvalidSignature", _match, env, c, forged, cs)
