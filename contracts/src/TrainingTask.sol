@@ -33,7 +33,7 @@ contract TrainingTask {
         uint64 hePublicKeyCodec;
         bytes32 encPublicKeyCid;
         uint64 encPublicKeyCodec;
-        /// keccak256(abi.encode(testSetCidDigest, testSetCodec, salt)); checked by revealTestSet.
+        /// keccak256(abi.encodePacked(testSetCidDigest, salt)); checked by revealTestSet (dainode/tasks/testset.py).
         bytes32 testSetCommitment;
         uint16 rounds;
         /// Accepted updates that let the model provider close a round before its window ends (0 = every match).
@@ -440,10 +440,11 @@ contract TrainingTask {
         _revealed(t);
     }
 
-    /// The model provider reveals the test set; it must open the commitment made at open.
+    /// The model provider reveals the test set; its CID digest and salt must open the commitment made
+    /// at open (the codec is only published, so the CID can be rebuilt).
     function revealTestSet(uint256 taskId, bytes32 cid, uint64 codec, bytes32 salt) external onlyModelProvider(taskId) {
         Task storage t = _reveal(taskId, TEST_SET_REVEALED);
-        if (keccak256(abi.encode(cid, codec, salt)) != t.testSetCommitment) revert TestSetMismatch(taskId);
+        if (keccak256(abi.encodePacked(cid, salt)) != t.testSetCommitment) revert TestSetMismatch(taskId);
         emit TestSetRevealed(taskId, cid, codec, salt);
         _revealed(t);
     }

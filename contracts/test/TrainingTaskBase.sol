@@ -48,7 +48,7 @@ abstract contract TrainingTaskBase is TestBase {
         p.hePublicKeyCodec = RAW;
         p.encPublicKeyCid = bytes32(uint256(3));
         p.encPublicKeyCodec = RAW;
-        p.testSetCommitment = keccak256(abi.encode(TS_CID, TS_CODEC, SALT));
+        p.testSetCommitment = keccak256(abi.encodePacked(TS_CID, SALT));
         p.rounds = rounds;
         p.quorum = quorum;
         p.roundDuration = RD;

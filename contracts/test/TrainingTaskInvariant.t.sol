@@ -60,7 +60,7 @@ contract TrainingTaskHandler is TestBase {
         pool = bound(pool, 1, 1e24);
         TrainingTask.TaskParams memory p;
         p.manifestCid = bytes32(uint256(1));
-        p.testSetCommitment = keccak256(abi.encode(TS_CID, RAW, SALT));
+        p.testSetCommitment = keccak256(abi.encodePacked(TS_CID, SALT));
         p.rounds = uint16(bound(rounds, 1, 3));
         p.quorum = uint16(bound(quorum, 0, 4));
         p.roundDuration = 1 hours;

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Sequence
 
-import eth_abi
 from eth_utils import keccak, to_checksum_address
 
 from dainode.chain.consent import MatchConsent, consent_digest
@@ -52,11 +51,11 @@ def cid_from_chain(digest: bytes, codec: int) -> CID:
 
 
 def commit_test_set(cid: CID, salt: bytes) -> bytes:
-    """keccak256(abi.encode(digest, codec, salt)): what openTask commits and revealTestSet opens."""
+    """keccak256(digest || salt): what openTask commits and revealTestSet opens (as dainode/tasks/testset.py)."""
     if len(salt) != 32:
         raise ChainError(f"the test-set salt must be 32 bytes, got {len(salt)}")
-    digest, codec = cid_to_chain(cid)
-    return keccak(eth_abi.encode(["bytes32", "uint64", "bytes32"], [digest, codec, bytes(salt)]))
+    digest, _ = cid_to_chain(cid)
+    return keccak(digest + bytes(salt))
 
 
 def consent_to_abi(consent: MatchConsent) -> tuple:
