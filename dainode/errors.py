@@ -155,6 +155,10 @@ class ProofError(ChainError):
     """A Merkle proof or block header from the RPC endpoint does not verify."""
 
 
+class ConsentError(ChainError):
+    """A TrainingTask match consent (EIP-712 signature) is malformed or not signed by whom it should be."""
+
+
 # --- local state --------------------------------------------------------------------
 
 
