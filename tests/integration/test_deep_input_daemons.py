@@ -168,3 +168,23 @@ def test_get_of_a_25000_deep_dag_from_a_real_peer_fails_with_a_depth_error(daemo
     assert stat["blocks_received"] <= MAX_DAG_DEPTH + 2  # it stopped at the limit, not after 25,000 fetches
     assert_alive(getter)
     assert_alive(server)
+
+
+# --- numeric config values: refused at start ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "toml, key, shown",
+    [
+        ("[gossip]\nheartbeat_s = nan\n", "gossip.heartbeat_s", "0.05 to 60.0"),
+        ("[gossip]\ntime_window_s = inf\n", "gossip.time_window_s", "1.0 to 86400.0"),
+        ("[store]\nchunk_size = 5000000\n", "store.chunk_size", "1 to 1048576"),
+    ],
+)
+def test_start_refuses_nan_inf_and_out_of_range_config_with_status_2(tmp_path, toml, key, shown):
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    out = run_cli("start", "--config", str(config), "--data-dir", str(tmp_path / "node"), "--chain", "none", "--light-kdf", timeout=60)
+    assert out.returncode == 2, out
+    assert key in out.stderr and f"allowed range is {shown}" in out.stderr, out.stderr
+    assert not (tmp_path / "node" / "admin.sock").exists()
