@@ -174,16 +174,26 @@ def links_of(cid: CID, block: bytes) -> list[CID]:
     raise StoreError(f"cannot follow links of {cid}: codec 0x{cid.codec:x} is not supported (only raw and dag-pb)")
 
 
-async def walk_dag(cid: CID, get_block: GetBlockFn) -> AsyncIterator[CID]:
-    """Yield every CID of the DAG under `cid` (root first, depth-first); raw blocks are not fetched."""
-    stack = [cid]
+async def walk_dag(cid: CID, get_block: GetBlockFn, *, max_depth: int = MAX_DAG_DEPTH) -> AsyncIterator[CID]:
+    """Yield every CID of the DAG under `cid` (root first, depth-first); raw blocks are not fetched.
+
+    StoreError for a DAG deeper than `max_depth` levels (the root is level 0), found before
+    fetching anything below that level: a peer may serve an endless chain.
+    """
+    stack = [(cid, 0)]
     while stack:
-        current = stack.pop()
+        current, depth = stack.pop()
         yield current
         if current.codec == RAW:
             continue
         block = await get_block(current)
-        stack.extend(reversed(links_of(current, block)))
+        links = links_of(current, block)
+        if links and depth >= max_depth:
+            raise StoreError(
+                f"the DAG under {cid} is nested deeper than {max_depth} levels; refused "
+                "(the peer serving it is broken or hostile)"
+            )
+        stack.extend((link, depth + 1) for link in reversed(links))
 
 
 # --- export -----------------------------------------------------------------------

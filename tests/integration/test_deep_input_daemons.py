@@ -166,6 +166,10 @@ def test_get_of_a_25000_deep_dag_from_a_real_peer_fails_with_a_depth_error(daemo
     assert not out_path.exists() and not list(tmp_path.glob(".deep.bin.*"))  # no output, no temp file left
     stat = getter.rpc("bitswap_stat")
     assert stat["blocks_received"] <= MAX_DAG_DEPTH + 2  # it stopped at the limit, not after 25,000 fetches
+    # a recursive pin walks the same DAG: refused at the same depth
+    pinned = run_cli("pin", "add", str(root), "--data-dir", str(getter.data_dir), timeout=120)
+    assert pinned.returncode == 1 and f"nested deeper than {MAX_DAG_DEPTH} levels" in pinned.stderr, pinned
+    assert getter.rpc("store_pin_ls") == []
     assert_alive(getter)
     assert_alive(server)
 

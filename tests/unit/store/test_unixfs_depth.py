@@ -45,3 +45,19 @@ async def test_the_limit_is_exact_and_iteration_handles_deep_trees_without_recur
     root, blocks = deep_chain(5_000)
     n, data, _ = await _export(root, blocks, max_depth=10_000)
     assert data == b"x"
+
+
+async def test_walk_dag_refuses_deep_chains_too():
+    from dainode.store.unixfs import walk_dag
+
+    async def get(c):
+        return blocks[c]
+
+    root, blocks = deep_chain(MAX_DAG_DEPTH)
+    assert len([c async for c in walk_dag(root, get)]) == MAX_DAG_DEPTH + 1
+    root, blocks = deep_chain(25_000)
+    walked = []
+    with pytest.raises(StoreError, match=f"nested deeper than {MAX_DAG_DEPTH} levels"):
+        async for c in walk_dag(root, get):
+            walked.append(c)
+    assert len(walked) == MAX_DAG_DEPTH + 1
