@@ -135,7 +135,16 @@ async def call_one(registry: MethodRegistry, request: Any) -> dict | None:
 
 
 async def handle_message(registry: MethodRegistry, line: bytes) -> bytes | None:
-    """One line in, one line out (None when nothing is to be sent back)."""
+    """One line in, one line out (None when nothing is to be sent back). Never raises: whatever
+    the client sent, the answer is a JSON-RPC error rather than a crash of the connection handler."""
+    try:
+        return await _handle_message(registry, line)
+    except Exception as exc:  # noqa: BLE001 - a bug here must not take the admin socket down
+        log.exception("admin request could not be handled")
+        return encode(_error(None, RpcError(RpcError.INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}")))
+
+
+async def _handle_message(registry: MethodRegistry, line: bytes) -> bytes | None:
     try:
         # json.loads recurses in C: measure the nesting first, without recursion
         check_json_depth(line, MAX_JSON_DEPTH, what="request")
