@@ -199,7 +199,9 @@ def coerce(spec: KeySpec, value: Any, *, source: str, from_text: bool = False) -
     tp = spec.type
 
     def fail(why: str) -> ConfigError:
-        return ConfigError(f"invalid value {value!r} for {spec.path} (from {source}): {why}", key=spec.path)
+        bounds = spec.field.metadata.get("range")
+        allowed = f"; allowed range is {range_text(bounds)}" if bounds is not None else ""
+        return ConfigError(f"invalid value {value!r} for {spec.path} (from {source}): {why}{allowed}", key=spec.path)
 
     try:
         if tp is bool:

@@ -256,7 +256,8 @@ async def export_file(
     if prefetch < 1:
         raise StoreError("prefetch must be at least 1")
     written = 0
-    stack: list[_Frame] = []
+    root = cid
+    stack: list[_Frame] = []  # the open dag-pb nodes from the root down to the current one
 
     async def emit(data: bytes) -> None:
         nonlocal written
@@ -282,7 +283,7 @@ async def export_file(
             return None
         if len(stack) >= max_depth:
             raise StoreError(
-                f"the UnixFS DAG under {stack_root} is nested deeper than {max_depth} levels; refused "
+                f"the UnixFS DAG under {root} is nested deeper than {max_depth} levels; refused "
                 "(a real file needs a handful: the peer serving it is broken or hostile)"
             )
         return _Frame([link.cid for link in pb.links], list(u.blocksizes))
@@ -301,7 +302,7 @@ async def export_file(
                     frame.ahead[i] = slot = _Fetch()
                     nursery.start_soon(fetch, frame.cids[i], slot)
 
-        first = await visit(cid, await get_block(cid), None)
+        first = await visit(root, await get_block(root), None)
         if first is not None:
             stack.append(first)
         while stack:
@@ -322,7 +323,6 @@ async def export_file(
             if child is not None:
                 stack.append(child)
 
-    stack_root = cid
     if prefetch == 1:
         await run(None)
     else:

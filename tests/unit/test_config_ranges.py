@@ -77,6 +77,16 @@ def test_out_of_range_is_refused_from_environment_text(path):
             build_config(environ={var: str(value)})
 
 
+@pytest.mark.parametrize("path", [p for p in NUMERIC if KEYS[p].type is int])
+def test_integer_keys_refuse_nan_and_fractions_naming_the_range(path, tmp_path):
+    section, _, leaf = path.rpartition(".")
+    for literal in ("nan", "inf", "1.5"):
+        f = tmp_path / "c.toml"
+        f.write_text((f"[{section}]\n" if section else "") + f"{leaf} = {literal}\n")
+        with pytest.raises(ConfigError, match=f"{path}.*expected an integer; allowed range is {range_text(bounds(path))}"):
+            build_config(config_file=f, environ={})
+
+
 def test_heartbeat_nan_named_in_the_error():
     with pytest.raises(ConfigError, match=r"nan for gossip\.heartbeat_s .*allowed range is 0\.05 to 60\.0"):
         build_config(environ={"DAINODE_GOSSIP_HEARTBEAT_S": "nan"})
