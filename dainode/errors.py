@@ -29,6 +29,16 @@ class WrongPasswordError(IdentityError):
     """A keystore or sealed key file did not decrypt with the given password."""
 
 
+class NestingTooDeep(DainodeError):
+    """Outside input (JSON, msgpack, a DAG) nests deeper than dainode accepts; refused before it is decoded further."""
+
+    def __init__(self, what: str, depth: int | None, limit: int):
+        found = f" ({depth} levels)" if depth is not None else ""
+        super().__init__(f"{what} is nested deeper than {limit} levels{found}; refused")
+        self.depth = depth
+        self.limit = limit
+
+
 class NodeNotRunningError(DainodeError):
     """No daemon answers on the admin socket."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from dainode.admin.server import AdminServer
 from dainode.config import Config
 from dainode.datadir import LOCK_FILE, DataDirLock  # noqa: F401 - LOCK_FILE kept importable from here
 from dainode.identity import Identity
+from dainode.limits import restore_recursion_limit
 from dainode.p2p.service import P2PService
 from dainode.service import Service, start_supervised
 from dainode.store.service import StoreService
@@ -67,6 +69,9 @@ class Node(Service):
                 await self._start(nursery, self.store)
                 if self.chain is not None:
                     await self._start(nursery, self.chain)
+                # services may import the eth stack lazily (chain); py_ecc raises the recursion
+                # limit on first import, so restore it once they are all up
+                restore_recursion_limit()
                 # the admin socket opens last, so a node that answers is fully up
                 await self._start(nursery, AdminServer(socket_path(self.data_dir), self.registry))
                 self.log.info(
@@ -110,6 +115,7 @@ class Node(Service):
             "data_dir": str(self.data_dir),
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "pid": os.getpid(),
+            "recursion_limit": sys.getrecursionlimit(),
             "services": [s.name for s in self.services],
         }
 

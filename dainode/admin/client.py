@@ -8,7 +8,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from dainode.errors import NodeNotRunningError, RpcError
+from dainode.errors import NestingTooDeep, NodeNotRunningError, RpcError
+from dainode.limits import check_json_depth
 
 ADMIN_SOCKET = "admin.sock"
 
@@ -58,7 +59,16 @@ class AdminClient:
         raw = self.send_line(json.dumps(request))
         if not raw:
             raise NodeNotRunningError("the daemon closed the connection (is it stopping?)")
-        response = json.loads(raw)
+        try:
+            # replies carry peer-supplied data (gossip bodies): bound the nesting before json.loads recurses
+            check_json_depth(raw, what="the daemon's reply")
+            response = json.loads(raw)
+        except NestingTooDeep as exc:
+            raise RpcError(RpcError.PARSE_ERROR, str(exc)) from None
+        except ValueError as exc:
+            raise RpcError(RpcError.PARSE_ERROR, f"the daemon sent a reply that is not JSON: {exc}") from None
+        if not isinstance(response, dict):
+            raise RpcError(RpcError.PARSE_ERROR, f"the daemon sent a reply that is not a JSON-RPC object: {raw[:80]!r}")
         if "error" in response:
             err = response["error"]
             raise RpcError(err.get("code", RpcError.INTERNAL_ERROR), err.get("message", "unknown error"), err.get("data"))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 import typing
 from typing import Any, Awaitable, Callable
 
-from dainode.errors import DainodeError, RpcError
+from dainode.errors import DainodeError, NestingTooDeep, RpcError
+from dainode.limits import MAX_JSON_DEPTH, check_json_depth
 
 log = logging.getLogger("dainode.admin")
 
@@ -107,7 +109,7 @@ async def call_one(registry: MethodRegistry, request: Any) -> dict | None:
     is_notification = "id" not in request
     if request.get("jsonrpc") != "2.0" or not isinstance(request.get("method"), str):
         return _error(id_, RpcError(RpcError.INVALID_REQUEST, 'invalid request: needs "jsonrpc": "2.0" and a string "method"'))
-    if not (id_ is None or isinstance(id_, (str, int, float))) or isinstance(id_, bool):
+    if not (id_ is None or isinstance(id_, (str, int, float))) or isinstance(id_, bool) or (isinstance(id_, float) and not math.isfinite(id_)):
         return _error(None, RpcError(RpcError.INVALID_REQUEST, "invalid request: id must be a string, number or null"))
     method = request["method"]
     try:
@@ -116,7 +118,7 @@ async def call_one(registry: MethodRegistry, request: Any) -> dict | None:
         result = fn(*bound.args, **bound.kwargs)
         if inspect.isawaitable(result):
             result = await result
-        json.dumps(result)  # fail here, inside the error handling, not while writing
+        json.dumps(result, allow_nan=False)  # fail here, inside the error handling, not while writing (NaN is not JSON)
     except RpcError as err:
         response = _error(id_, err)
     except DainodeError as exc:
@@ -133,9 +135,24 @@ async def call_one(registry: MethodRegistry, request: Any) -> dict | None:
 
 
 async def handle_message(registry: MethodRegistry, line: bytes) -> bytes | None:
-    """One line in, one line out (None when nothing is to be sent back)."""
+    """One line in, one line out (None when nothing is to be sent back). Never raises: whatever
+    the client sent, the answer is a JSON-RPC error rather than a crash of the connection handler."""
     try:
+        return await _handle_message(registry, line)
+    except Exception as exc:  # noqa: BLE001 - a bug here must not take the admin socket down
+        log.exception("admin request could not be handled")
+        return encode(_error(None, RpcError(RpcError.INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}")))
+
+
+async def _handle_message(registry: MethodRegistry, line: bytes) -> bytes | None:
+    try:
+        # json.loads recurses in C: measure the nesting first, without recursion
+        check_json_depth(line, MAX_JSON_DEPTH, what="request")
         payload = json.loads(line)
+    except NestingTooDeep as exc:
+        return encode(_error(None, RpcError(RpcError.INVALID_REQUEST, f"invalid request: {exc}")))
+    except RecursionError:
+        return encode(_error(None, RpcError(RpcError.INVALID_REQUEST, f"invalid request: nested deeper than {MAX_JSON_DEPTH} levels")))
     except (UnicodeDecodeError, ValueError) as exc:
         return encode(_error(None, RpcError(RpcError.PARSE_ERROR, f"parse error: {exc}")))
     if isinstance(payload, list):
@@ -148,4 +165,4 @@ async def handle_message(registry: MethodRegistry, line: bytes) -> bytes | None:
 
 
 def encode(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode("utf-8") + b"\n"
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8") + b"\n"

@@ -80,7 +80,12 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    from dainode.limits import restore_recursion_limit
     from dainode.node import Node  # imported here so client commands stay fast
+
+    # py_ecc (eth stack) raised the recursion limit to 100,000 at import: deep input would
+    # overflow the C stack (segfault) instead of raising RecursionError. Set it back first.
+    restore_recursion_limit()
 
     config = config_from_args(args)
     setup_logging(config.log_level, config.log_format)

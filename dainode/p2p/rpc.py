@@ -8,6 +8,7 @@ import trio
 
 from dainode.errors import P2PError, RpcError
 from dainode.p2p.discovery import ping
+from dainode.p2p.envelope import check_body
 from dainode.p2p.topics import PREFIX
 
 if TYPE_CHECKING:
@@ -103,6 +104,10 @@ class P2PRpc:
             raise RpcError(RpcError.INVALID_PARAMS, f"topic must start with {PREFIX} (e.g. {PREFIX}offers)")
         if not isinstance(body, dict):
             raise RpcError(RpcError.INVALID_PARAMS, "body must be a JSON object")
+        try:
+            check_body(body)
+        except ValueError as exc:
+            raise RpcError(RpcError.INVALID_PARAMS, f"invalid params: {exc}") from None
         try:
             msg = await self.p2p.gossip.publish(topic, "diag", body)
         except P2PError as exc:
