@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
-
-import trio
+from typing import TYPE_CHECKING
 
 from dainode.cli.common import CommandFailed, add_data_dir_arg
-from dainode.config import Config, build_config, default_data_dir
+from dainode.config import build_config, default_data_dir
 from dainode.errors import ServiceCrashed
-from dainode.fsutil import ensure_private_dir
-from dainode.identity import init_identity, is_initialised, load_or_init_identity, resolve_password
-from dainode.log import setup_logging
+
+if TYPE_CHECKING:
+    from dainode.config import Config
+
+# trio, dainode.identity (eth-account, libp2p) and dainode.node are imported inside the
+# commands that use them: every client command builds this parser, and importing them here
+# cost each `dainode status` over a second (tests/unit/cli/test_imports.py guards this).
 
 log = logging.getLogger("dainode.node")
 
@@ -59,6 +61,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def cmd_init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from dainode.identity import init_identity, is_initialised, resolve_password
+
     data_dir = Path(args.data_dir or default_data_dir()).expanduser()
     if is_initialised(data_dir):
         raise CommandFailed(f"{data_dir} is already initialised; nothing was changed")
@@ -71,7 +75,12 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from dainode.node import Node  # imported here so client commands stay fast
+    import trio
+
+    from dainode.fsutil import ensure_private_dir
+    from dainode.identity import load_or_init_identity, resolve_password
+    from dainode.log import setup_logging
+    from dainode.node import Node
 
     config = config_from_args(args)
     setup_logging(config.log_level, config.log_format)
@@ -96,6 +105,8 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 async def _run_until_signal(node) -> None:
+    import trio
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, node)
         await node.run()
@@ -103,6 +114,8 @@ async def _run_until_signal(node) -> None:
 
 
 async def _stop_on_signal(node) -> None:
+    import trio
+
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("received %s, stopping", signal.Signals(signum).name)
