@@ -75,6 +75,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    config = config_from_args(args)  # bad flags are reported before the slow imports below
     import trio
 
     from dainode.fsutil import ensure_private_dir
@@ -82,7 +83,6 @@ def cmd_start(args: argparse.Namespace) -> int:
     from dainode.log import setup_logging
     from dainode.node import Node
 
-    config = config_from_args(args)
     setup_logging(config.log_level, config.log_format)
     password = resolve_password(args.password_file, confirm=False)
     ensure_private_dir(config.data_path)
