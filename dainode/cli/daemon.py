@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dainode.cli.common import CommandFailed, add_data_dir_arg
 from dainode.config import build_config, default_data_dir
-from dainode.errors import ServiceCrashed
+from dainode.errors import ConfigError, ServiceCrashed
 
 if TYPE_CHECKING:
     from dainode.config import Config
@@ -58,12 +60,31 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return build_config(config_file=args.config, flags=flags)
 
 
-def cmd_init(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def prepare_data_dir(path: Path) -> None:
+    """Create the data dir (mode 0700), or say in one line why it cannot be used (ConfigError: exit 2)."""
+    from dainode.fsutil import ensure_private_dir
 
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"data dir {path} exists but is not a directory; pass a directory with --data-dir", key="data_dir")
+    try:
+        ensure_private_dir(path)
+        probe = path / f".probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"data dir {path} cannot be used: {exc.strerror or exc}"
+            f"{f' ({exc.filename})' if exc.filename and str(exc.filename) != str(path) else ''}; "
+            f"pass a directory this user may create and write with --data-dir",
+            key="data_dir",
+        ) from None
+
+
+def cmd_init(args: argparse.Namespace) -> int:
     from dainode.identity import init_identity, is_initialised, resolve_password
 
     data_dir = Path(args.data_dir or default_data_dir()).expanduser()
+    prepare_data_dir(data_dir)
     if is_initialised(data_dir):
         raise CommandFailed(f"{data_dir} is already initialised; nothing was changed")
     password = resolve_password(args.password_file, confirm=True)
@@ -78,14 +99,13 @@ def cmd_start(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # bad flags are reported before the slow imports below
     import trio
 
-    from dainode.fsutil import ensure_private_dir
     from dainode.identity import load_or_init_identity, resolve_password
     from dainode.log import setup_logging
     from dainode.node import Node
 
     setup_logging(config.log_level, config.log_format)
     password = resolve_password(args.password_file, confirm=False)
-    ensure_private_dir(config.data_path)
+    prepare_data_dir(config.data_path)
     identity, created = load_or_init_identity(config.data_path, password, light_kdf=args.light_kdf)
     if created:
         log.info("initialised %s: account %s, peer %s", config.data_path, identity.address, identity.peer_id.to_base58())
@@ -98,7 +118,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         crash = _find(exc, ServiceCrashed)
         if crash is not None:
             log.error("node stopped: %s", crash)
-            return 1
+            return 2 if isinstance(crash.cause, ConfigError) else 1  # 2: fix the configuration
         raise
     log.info("stopped")
     return 0
