@@ -304,6 +304,10 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+#: Command-line flags not named after their key's last part (error messages name the real flag).
+FLAG_NAMES = {"chain.endpoint": "--chain"}
+
+
 def build_config(
     *,
     config_file: str | Path | None = None,
@@ -323,7 +327,7 @@ def build_config(
             continue
         if path not in KEYS:
             raise ConfigError(f"unknown configuration key {path!r}", key=path)
-        flag = "--" + path.split(".")[-1].replace("_", "-")
+        flag = FLAG_NAMES.get(path) or "--" + path.split(".")[-1].replace("_", "-")
         values[path] = (value, f"flag {flag}", isinstance(value, str) and KEYS[path].type is not str)
 
     cfg = Config()

@@ -93,6 +93,10 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
+    if args.offset < 0:
+        raise CommandFailed(f"--offset must be 0 or more, not {args.offset}", code=2)
+    if args.length is not None and args.length < 0:
+        raise CommandFailed(f"--length must be 0 or more, not {args.length} (leave it out to read to the end)", code=2)
     offset, remaining = args.offset, args.length
     out = sys.stdout.buffer
     while remaining is None or remaining > 0:
@@ -126,7 +130,17 @@ def cmd_get(args: argparse.Namespace) -> int:
     shown = False
     while job["state"] == "running":
         time.sleep(POLL_S)
-        job = rpc_call(args, "store_progress", {"job": job["job"]})
+        try:
+            job = rpc_call(args, "store_progress", {"job": job["job"]})
+        except CommandFailed as exc:
+            if not exc.not_running:
+                raise
+            if shown:
+                sys.stderr.write("\n")
+            raise CommandFailed(
+                f"get {args.cid} stopped after {_human(job.get('bytes') or 0)}: {exc}; "
+                f"{out} was not written; run the same get again once the daemon is back"
+            ) from None
         total = job.get("total")
         if not args.quiet and total and total >= PROGRESS_MIN_BYTES and job["state"] == "running":
             elapsed = max(time.monotonic() - started, 1e-6)

@@ -6,7 +6,10 @@ import base64
 import functools
 from typing import TYPE_CHECKING
 
-from dainode.errors import PathRefused, RpcError
+import trio
+
+from dainode.admin.jsonrpc import reply_budget
+from dainode.errors import PathRefused, RpcError, StoreError
 from dainode.store.cid import CID
 
 if TYPE_CHECKING:
@@ -14,6 +17,8 @@ if TYPE_CHECKING:
 
 #: `store_cat` returns at most this many bytes per call (JSON carries them as base64 or hex).
 CAT_LIMIT = 16 * 1024 * 1024
+#: Room for the JSON around `data` in a store_cat reply (cid, offset, size, id...).
+_CAT_ENVELOPE = 1024
 
 
 def _invalid_paths(method):
@@ -101,8 +106,20 @@ class StoreRpc:
         """Bytes of a file (at most 16 MiB per call; use offset/length for more, or store_get)."""
         if encoding not in ("base64", "hex"):
             raise RpcError(RpcError.INVALID_PARAMS, 'encoding must be "base64" or "hex"')
-        data = await self.store.cat(cid, offset, length, limit=CAT_LIMIT)
-        text = base64.b64encode(data).decode() if encoding == "base64" else data.hex()
+        # What still fits in this request's reply (a batch shares one budget): refuse up front
+        # rather than read and encode bytes that would be thrown away.
+        room = max(reply_budget.get() - _CAT_ENVELOPE, 0)
+        fits = room * 3 // 4 if encoding == "base64" else room // 2
+        limit = min(CAT_LIMIT, fits)
+        if length is not None and length > limit:
+            raise StoreError(
+                f"store_cat of {length} bytes does not fit in this reply: at most {limit} bytes "
+                f"({CAT_LIMIT} per call, and replies to one request or batch are limited); "
+                f"read it in smaller pieces (offset/length, one per request), or use store_get (`dainode get CID -o FILE`)"
+            )
+        data = await self.store.cat(cid, offset, length, limit=limit)
+        # encoding megabytes is CPU work: off the event loop, so other clients are served meanwhile
+        text = await trio.to_thread.run_sync(_encode, data, encoding) if len(data) > 1 << 20 else _encode(data, encoding)
         return {"cid": cid, "offset": offset, "size": len(data), "encoding": encoding, "data": text}
 
     async def store_pin_add(self, cid: str, recursive: bool = True) -> dict:
@@ -127,6 +144,10 @@ class StoreRpc:
         stat = self.store.bitswap.stat()
         stat["wantlist"] = [str(CID.parse(bytes.fromhex(c))) for c in stat["wantlist"]]
         return stat
+
+
+def _encode(data: bytes, encoding: str) -> str:
+    return base64.b64encode(data).decode() if encoding == "base64" else data.hex()
 
 
 def _public(job: dict) -> dict:
