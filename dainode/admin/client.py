@@ -149,7 +149,7 @@ class AdminClient:
         how = f" ({exc.strerror or exc})" if exc is not None else ""
         pid = daemon_pid(self.path.parent)
         if pid is not None and not pid_alive(pid):
-            what = f"the dainode (pid {pid}) exited: it crashed, was killed or was stopped"
+            what = f"the dainode (pid {pid}) is no longer running: it crashed or was killed, or was stopped"
         else:
             what = "it may be stopping or have crashed"
         return NodeNotRunningError(f"the daemon closed the connection during {method}{how}; {what}; see its log")
