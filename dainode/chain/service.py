@@ -223,7 +223,29 @@ class ChainService(Service):
     # --- admin RPC -----------------------------------------------------------------------------
 
     def rpc_methods(self) -> dict[str, Any]:
-        return {"chain_info": self.rpc_info, "chain_balance": self.rpc_balance, "chain_verify_state": self.rpc_verify_state}
+        return {
+            "chain_info": self.rpc_info, "chain_balance": self.rpc_balance, "chain_verify_state": self.rpc_verify_state,
+            "chain_fund": self.rpc_fund,
+        }
+
+    async def fund_dev(self, address: str, wei: int) -> None:
+        """Set `address`'s balance on a dev chain (anvil_setBalance); refused on any other chain."""
+        if self.dev is None:
+            raise ChainError(
+                f"chain fund works only on this node's dev chain (--chain dev); {self.endpoint} is another chain: use its faucet"
+            )
+        await self.rpc.call("anvil_setBalance", self._address(address), hex(int(wei)))
+
+    async def rpc_fund(self, address: str, eth: float | int | str = 100) -> dict:
+        try:
+            wei = int(float(eth) * 10**18) if not (isinstance(eth, str) and eth.isdigit()) else int(eth) * 10**18
+        except ValueError:
+            raise ChainError(f"--eth {eth!r} is not a number of ether") from None
+        if wei <= 0:
+            raise ChainError(f"--eth must be positive, got {eth}")
+        addr = self._address(address)
+        await self.fund_dev(addr, wei)
+        return {"address": addr, "wei": str(wei), "eth": f"{wei / 10**18:.6f}"}
 
     async def rpc_info(self) -> dict:
         head = to_int(await self.rpc.call("eth_blockNumber"))

@@ -9,7 +9,7 @@ import sys
 
 import trio
 
-from dainode.cli.common import CommandFailed, add_data_dir_arg
+from dainode.cli.common import CommandFailed, add_data_dir_arg, data_dir_of
 from dainode.config import Config, build_config, default_data_dir
 from dainode.errors import ServiceCrashed
 from dainode.fsutil import ensure_private_dir
@@ -59,7 +59,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def cmd_init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    data_dir = Path(args.data_dir or default_data_dir()).expanduser()
+    data_dir = Path(data_dir_of(args)).expanduser()  # --data-dir, $DAINODE_DATA_DIR, $DAINODE_HOME, ~/.dainode: as every command
     if is_initialised(data_dir):
         raise CommandFailed(f"{data_dir} is already initialised; nothing was changed")
     password = resolve_password(args.password_file, confirm=True)
