@@ -10,7 +10,7 @@ import sys
 import trio
 
 from dainode.cli.common import CommandFailed, add_data_dir_arg, data_dir_of
-from dainode.config import Config, build_config, default_data_dir
+from dainode.config import Config, build_config
 from dainode.errors import ServiceCrashed
 from dainode.fsutil import ensure_private_dir
 from dainode.identity import init_identity, is_initialised, load_or_init_identity, resolve_password

@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Any
 
-from dainode.errors import ChainError, DainodeError
+from dainode.errors import ChainError, DainodeError, TransactionReverted
 from dainode.p2p.topics import OFFERS
 from dainode.state import OfferRecord
 
@@ -78,7 +78,12 @@ class OfferPublisher:
             if step.error:
                 raise DainodeError(step.error)
             return step.result
-        return await self.resume(sid)
+        try:
+            return await self.resume(sid)
+        except TransactionReverted as exc:
+            # The chain refused it (nothing landed): record that, so a restart does not retry it forever.
+            state.fail_step(sid, str(exc))
+            raise
 
     async def resume(self, sid: str) -> dict:
         state, ctx = self.ctx.state, self.ctx
@@ -135,6 +140,9 @@ class OfferPublisher:
             log.info("resuming interrupted offer publication %s", step.step_id)
             try:
                 await self.resume(step.step_id)
+            except TransactionReverted as exc:
+                self.ctx.state.fail_step(step.step_id, str(exc))
+                log.warning("interrupted offer publication %s was refused by the chain: %s", step.step_id, exc)
             except DainodeError as exc:
                 log.warning("could not resume offer publication %s: %s (retried at next start)", step.step_id, exc)
 
