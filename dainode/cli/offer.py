@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = osub.add_parser("data", help="pre-process a dataset locally and offer it (needs --roles data)")
     add_data_dir_arg(d)
-    d.add_argument("--dataset", required=True, metavar="SPEC", help=f"{', '.join(BUILTIN_DATASETS)}, or a .csv / .npz file")
+    d.add_argument("--dataset", required=True, metavar="SPEC", help=f"{', '.join(BUILTIN_DATASETS)}, or a .csv, .npz or .parquet file")
     d.add_argument("--label", metavar="COLUMN", help="the label column of a CSV file")
     d.add_argument("--price", required=True, metavar="WEI", help="price in wei (whole number)")
     d.add_argument("--shards", type=int, default=1, metavar="N", help="number of shards (default 1)")

@@ -15,17 +15,17 @@ SHARD_SEED = 0  # sharding is reproducible: the same file gives the same shards 
 
 
 def load_spec(spec: str, label: str | None = None) -> Dataset:
-    """`digits`/`breast_cancer`/`iris`/`wine`, or a .csv (with `label`) / .npz (arrays x, y) file."""
+    """`digits`/`breast_cancer`/`iris`/`wine`, or a .csv / .parquet (with `label`) or .npz (arrays x, y) file."""
     if spec in BUILTIN:
         return load_builtin(spec)
     path = Path(spec).expanduser()
     if not path.exists():
         raise DatasetError(
-            f"dataset {spec!r}: no such file, and not a built-in set; fix: give the path of a .csv or .npz file "
+            f"dataset {spec!r}: no such file, and not a built-in set; fix: give the path of a .csv, .npz or .parquet file "
             f"on the node's machine, or one of {', '.join(BUILTIN)}"
         )
-    if path.suffix.lower() == ".csv" and not label:
-        raise DatasetError(f"{path}: a CSV dataset needs its label column; fix: pass --label COLUMN (a header of the file)")
+    if path.suffix.lower() in (".csv", ".parquet") and not label:
+        raise DatasetError(f"{path}: a {path.suffix.lower()[1:].upper()} dataset needs its label column; fix: pass --label COLUMN")
     try:
         return load_file(path, {"label_column": label} if label else {})
     except DatasetError as exc:
