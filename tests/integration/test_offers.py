@@ -106,6 +106,7 @@ def test_offers_reach_every_node_with_their_summaries(cluster, offers):
     data, comp = offers
     assert set(data) == {"offer_id", "cid", "tx"} and set(comp) == {"offer_id", "cid", "tx"}
     for node in (cluster.a, cluster.b, cluster.c):
+        t0 = time.monotonic()
         offers = wait_for(f"both offers on {node.name}", lambda: (lambda o: o if len([x for x in o if x["verified"]]) == 2 else None)(
             cli_json(node, "offer", "list")))
         by_kind = {o["kind"]: o for o in offers}
@@ -115,6 +116,8 @@ def test_offers_reach_every_node_with_their_summaries(cluster, offers):
         assert (d["rows"], d["features"], d["shards"]) == (1797, 64, 4) and 0 < d["quality"] <= 1
         assert (c["owner"], c["peer_id"], c["price_wei"], c["capacity"], c["backend"]) == (
             cluster.c.info["address"], cluster.c.info["peer_id"], "2000", 2, "cpu")
+        print(f"{node.name} listed both offers {time.monotonic() - cluster.offered_at:.1f} s after they were made "
+              f"(checked in {time.monotonic() - t0:.1f} s)")
     shown = cli_json(cluster.a, "offer", "show", str(data["offer_id"]))
     doc = shown["document"]
     assert doc["schema"] == "dainode.data-offer/1" and len(doc["shards"]) == 4
@@ -187,12 +190,21 @@ def test_bad_datasets_exit_2_and_publish_nothing(cluster, offers, bad_files, arg
         assert b.rpc("store_stat")["blocks"] == blocks
 
 
+def test_roles_and_dev_funding_are_refused_where_they_do_not_apply(cluster, offers):
+    wrong_role = run_cli("offer", "data", "--dataset", "iris", "--price", "1", "--data-dir", str(cluster.a.data_dir))
+    assert wrong_role.returncode == 1 and "restart it with --roles data" in wrong_role.stderr
+    not_dev = run_cli("chain", "fund", cluster.a.info["address"], "--data-dir", str(cluster.b.data_dir))
+    assert not_dev.returncode == 1 and "faucet" in not_dev.stderr
+
+
 def test_withdraw_is_reflected_everywhere(cluster, relay):
     out = run_cli("offer", "withdraw", str(cluster.data_id), "--data-dir", str(cluster.b.data_dir))
     assert out.returncode == 0 and "withdrawn" in out.stdout, out.stderr
+    t0 = time.monotonic()
     for n in (cluster.a, cluster.b, cluster.c, cluster.d):
         wait_for(f"data offer inactive on {n.name}", lambda n=n: not listed(n, "data") and listed(n, "data", active=False))
         assert len(listed(n, "compute")) == 1
+    print(f"withdrawal reflected on all four nodes {time.monotonic() - t0:.1f} s after the command returned")
     again = run_cli("offer", "withdraw", str(cluster.compute_id), "--data-dir", str(cluster.b.data_dir))
     assert again.returncode == 1 and "belongs to" in again.stderr
 
@@ -272,3 +284,10 @@ def test_sigkill_during_offer_data_registers_exactly_once(cluster, mode):
         handler.release.set()
         server.shutdown()
         server.server_close()
+
+
+def test_a_role_without_a_chain_fails_at_start_naming_the_flag(tmp_path):
+    out = run_cli("start", "--data-dir", str(tmp_path / "n"), "--light-kdf", "--roles", "data", "--chain", "none",
+                  "--listen", "/ip4/127.0.0.1/tcp/0", timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "role 'data' needs a chain" in out.stderr and "--chain dev" in out.stderr
