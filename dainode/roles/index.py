@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from dainode.errors import DainodeError, RpcError
+from dainode.errors import ChainError, DainodeError, RpcError
 from dainode.p2p.topics import OFFERS
 from dainode.roles.context import cid_from_chain
 from dainode.roles.offers import ANNOUNCE, SCHEMAS, WITHDRAWN, canonical, summary
@@ -96,10 +96,18 @@ class OfferIndex(Service):
     # --- chain events: the source of truth ---------------------------------------------------
 
     async def _chain_loop(self) -> None:
-        async with self.ctx.chain.subscribe("offer-index", "Registry", EVENTS) as events:
-            async for ev in events:
-                self.events += 1
-                self._apply_event(ev)
+        backoff = 1.0
+        while True:
+            try:
+                async with self.ctx.chain.subscribe("offer-index", "Registry", EVENTS) as events:
+                    async for ev in events:
+                        self.events += 1
+                        self._apply_event(ev)
+                        backoff = 1.0
+            except ChainError as exc:  # an endpoint outage must not stop the node: resume from the cursor
+                log.warning("offer index: chain events unavailable (%s); retrying in %.0f s", exc, backoff)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
 
     def _apply_event(self, ev) -> None:
         state = self.ctx.state
@@ -158,7 +166,7 @@ class OfferIndex(Service):
                 return
             try:
                 doc = await self._fetch_doc(CID.parse(rec.cid), kind=rec.kind, owner=rec.owner, price_wei=rec.price_wei)
-            except Rejected as exc:
+            except (Rejected, DainodeError) as exc:
                 delay = retry.get(offer_id, 1.0)
                 retry[offer_id] = min(delay * 2, 60.0)
                 log.info("offer %d: document %s not usable yet (%s); retrying in %.0f s", offer_id, rec.cid, exc, delay)
@@ -176,8 +184,8 @@ class OfferIndex(Service):
 
     def _store_doc(self, offer_id: int, cid: str, doc: dict) -> None:
         rec = self.ctx.state.get_seen_offer(offer_id)
-        if rec is None or rec.cid != cid:
-            return  # updated meanwhile
+        if rec is None or rec.cid != cid or rec.doc == doc:
+            return  # updated meanwhile, or already indexed by the other path (gossip / chain events)
         peer = str((doc.get("provider") or {}).get("peer_id", ""))
         self.ctx.state.put_seen_offer(replace(rec, doc=doc, peer_id=peer))
         log.info("offer %d (%s by %s) indexed", offer_id, rec.kind, rec.owner)
@@ -212,6 +220,8 @@ class OfferIndex(Service):
             log.info("dropped offer announcement from %s (%s): %s", msg.sender, msg.peer_id, exc)
         except DainodeError as exc:  # chain unreachable etc.: not the sender's fault, not counted as forged
             log.warning("could not check an offer announcement from %s: %s", msg.sender, exc)
+        except Exception:  # a bug must not take the node down with it
+            log.exception("offer announcement from %s: internal error while checking it", msg.sender)
         finally:
             limit.release()
 
