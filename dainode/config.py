@@ -54,14 +54,20 @@ def _check_endpoint(value: str) -> None:
         raise ValueError('expected "dev", "none" or an http(s)/ws(s) JSON-RPC URL')
 
 
-def _positive(value: float) -> None:
-    if value <= 0:
-        raise ValueError("must be greater than 0")
+# Every numeric key has `range=(low, high)` (inclusive) in its metadata: NaN, infinity and
+# anything outside are refused at start (a test fails for a numeric key without one).
+DAY_S = 86400.0
+# the largest UnixFS leaf the store supports (dainode.store.unixfs.MAX_CHUNK_SIZE; a test checks they agree)
+MAX_CHUNK_SIZE = 1024 * 1024
 
 
-def _non_negative(value: float) -> None:
-    if value < 0:
-        raise ValueError("must be 0 or more")
+def _range(low: float, high: float) -> tuple[float, float]:
+    return (low, high)
+
+
+def range_text(bounds: tuple[float, float]) -> str:
+    """`1 to 1048576`, `0.05 to 60.0`: how config/default.toml and errors state an allowed range."""
+    return " to ".join(str(b) if isinstance(b, int) else repr(float(b)) for b in bounds)
 
 
 @dataclass
@@ -76,27 +82,27 @@ class P2PConfig:
     )
     mdns: bool = field(default=False, metadata=_doc("Discover peers on the local network with mDNS."))
     dht: bool = field(default=True, metadata=_doc("Run the Kademlia DHT for peer routing and content providers."))
-    low_water: int = field(default=8, metadata=_doc("Dial more peers when fewer than this many are connected.", check=_non_negative))
-    high_water: int = field(default=64, metadata=_doc("Close the least useful connections above this many peers.", check=_positive))
-    dial_backoff_max_s: float = field(default=60.0, metadata=_doc("Longest wait between reconnection attempts to a bootstrap peer.", check=_positive))
+    low_water: int = field(default=8, metadata=_doc("Dial more peers when fewer than this many are connected.", range=_range(0, 10_000)))
+    high_water: int = field(default=64, metadata=_doc("Close the least useful connections above this many peers.", range=_range(1, 10_000)))
+    dial_backoff_max_s: float = field(default=60.0, metadata=_doc("Longest wait between reconnection attempts to a bootstrap peer.", range=_range(0.1, DAY_S)))
 
 
 @dataclass
 class GossipConfig:
-    max_message_size: int = field(default=262144, metadata=_doc("Largest accepted gossip message in bytes.", check=_positive))
-    time_window_s: float = field(default=300.0, metadata=_doc("Accept messages whose timestamp is at most this far from local time.", check=_positive))
-    heartbeat_s: float = field(default=1.0, metadata=_doc("Gossipsub heartbeat interval (mesh maintenance).", check=_positive))
-    seen_ttl_s: float = field(default=900.0, metadata=_doc("How long message ids are remembered to drop replays.", check=_positive))
-    mesh_degree: int = field(default=6, metadata=_doc("Gossipsub mesh degree D (peers each message is pushed to); D_low = D-2, D_high = 2D.", check=_positive))
+    max_message_size: int = field(default=262144, metadata=_doc("Largest accepted gossip message in bytes.", range=_range(1024, 4 * 1024 * 1024)))
+    time_window_s: float = field(default=300.0, metadata=_doc("Accept messages whose timestamp is at most this far from local time.", range=_range(1.0, DAY_S)))
+    heartbeat_s: float = field(default=1.0, metadata=_doc("Gossipsub heartbeat interval (mesh maintenance).", range=_range(0.05, 60.0)))
+    seen_ttl_s: float = field(default=900.0, metadata=_doc("How long message ids are remembered to drop replays.", range=_range(1.0, 7 * DAY_S)))
+    mesh_degree: int = field(default=6, metadata=_doc("Gossipsub mesh degree D (peers each message is pushed to); D_low = D-2, D_high = 2D.", range=_range(1, 64)))
 
 
 @dataclass
 class StoreConfig:
-    chunk_size: int = field(default=262144, metadata=_doc("UnixFS chunk size in bytes for `add`.", check=_positive))
-    cid_version: int = field(default=1, metadata=_doc("CID version for `add` (0 or 1).", choices=(0, 1)))
+    chunk_size: int = field(default=262144, metadata=_doc("UnixFS chunk size in bytes for `add`.", range=_range(1, MAX_CHUNK_SIZE)))
+    cid_version: int = field(default=1, metadata=_doc("CID version for `add` (0 or 1).", choices=(0, 1), range=_range(0, 1)))
     raw_leaves: bool = field(default=True, metadata=_doc("Store file leaves as raw blocks (CIDv1 default)."))
-    fetch_timeout_s: float = field(default=120.0, metadata=_doc("Give up fetching a block from the network after this long.", check=_positive))
-    max_concurrent_wants: int = field(default=64, metadata=_doc("Blocks requested from the network at once by one fetch.", check=_positive))
+    fetch_timeout_s: float = field(default=120.0, metadata=_doc("Give up fetching a block from the network after this long.", range=_range(0.1, DAY_S)))
+    max_concurrent_wants: int = field(default=64, metadata=_doc("Blocks requested from the network at once by one fetch.", range=_range(1, 1024)))
 
 
 @dataclass
@@ -109,11 +115,11 @@ class ChainConfig:
         default="",
         metadata=_doc("JSON file with the contract addresses (empty: <data_dir>/deployment.json)."),
     )
-    confirmations: int = field(default=0, metadata=_doc("Blocks to wait before acting on an event (0 for dev chains).", check=_non_negative))
-    fee_multiplier: float = field(default=1.25, metadata=_doc("Multiplier on the base fee for EIP-1559 maxFeePerGas.", check=_positive))
-    max_fee_gwei: float = field(default=500.0, metadata=_doc("Never offer more than this maxFeePerGas (gwei).", check=_positive))
-    poll_interval_s: float = field(default=1.0, metadata=_doc("Log polling interval when the endpoint has no websocket.", check=_positive))
-    receipt_timeout_s: float = field(default=120.0, metadata=_doc("Give up waiting for a transaction receipt after this long.", check=_positive))
+    confirmations: int = field(default=0, metadata=_doc("Blocks to wait before acting on an event (0 for dev chains).", range=_range(0, 1000)))
+    fee_multiplier: float = field(default=1.25, metadata=_doc("Multiplier on the base fee for EIP-1559 maxFeePerGas.", range=_range(1.0, 100.0)))
+    max_fee_gwei: float = field(default=500.0, metadata=_doc("Never offer more than this maxFeePerGas (gwei).", range=_range(0.000001, 1_000_000.0)))
+    poll_interval_s: float = field(default=1.0, metadata=_doc("Log polling interval when the endpoint has no websocket.", range=_range(0.01, 3600.0)))
+    receipt_timeout_s: float = field(default=120.0, metadata=_doc("Give up waiting for a transaction receipt after this long.", range=_range(1.0, DAY_S)))
 
 
 @dataclass
@@ -193,7 +199,9 @@ def coerce(spec: KeySpec, value: Any, *, source: str, from_text: bool = False) -
     tp = spec.type
 
     def fail(why: str) -> ConfigError:
-        return ConfigError(f"invalid value {value!r} for {spec.path} (from {source}): {why}", key=spec.path)
+        bounds = spec.field.metadata.get("range")
+        allowed = f"; allowed range is {range_text(bounds)}" if bounds is not None else ""
+        return ConfigError(f"invalid value {value!r} for {spec.path} (from {source}): {why}{allowed}", key=spec.path)
 
     try:
         if tp is bool:
@@ -234,8 +242,14 @@ def coerce(spec: KeySpec, value: Any, *, source: str, from_text: bool = False) -
 
     choices = spec.field.metadata.get("choices")
     check = spec.field.metadata.get("check")
+    bounds = spec.field.metadata.get("range")
     items = out if isinstance(out, list) else [out]
     for item in items:
+        if bounds is not None and not bounds[0] <= item <= bounds[1]:  # NaN fails every comparison
+            raise ConfigError(
+                f"invalid value {item!r} for {spec.path} (from {source}): allowed range is {range_text(bounds)}",
+                key=spec.path,
+            )
         if choices is not None and item not in choices:
             accepted = ", ".join(str(c) for c in choices)
             raise ConfigError(
@@ -290,6 +304,10 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+#: Command-line flags not named after their key's last part (error messages name the real flag).
+FLAG_NAMES = {"chain.endpoint": "--chain"}
+
+
 def build_config(
     *,
     config_file: str | Path | None = None,
@@ -309,7 +327,7 @@ def build_config(
             continue
         if path not in KEYS:
             raise ConfigError(f"unknown configuration key {path!r}", key=path)
-        flag = "--" + path.split(".")[-1].replace("_", "-")
+        flag = FLAG_NAMES.get(path) or "--" + path.split(".")[-1].replace("_", "-")
         values[path] = (value, f"flag {flag}", isinstance(value, str) and KEYS[path].type is not str)
 
     cfg = Config()

@@ -29,6 +29,16 @@ class WrongPasswordError(IdentityError):
     """A keystore or sealed key file did not decrypt with the given password."""
 
 
+class NestingTooDeep(DainodeError):
+    """Outside input (JSON, msgpack, a DAG) nests deeper than dainode accepts; refused before it is decoded further."""
+
+    def __init__(self, what: str, depth: int | None, limit: int):
+        found = f" ({depth} levels)" if depth is not None else ""
+        super().__init__(f"{what} is nested deeper than {limit} levels{found}; refused")
+        self.depth = depth
+        self.limit = limit
+
+
 class NodeNotRunningError(DainodeError):
     """No daemon answers on the admin socket."""
 
@@ -119,6 +129,10 @@ class InvalidCid(StoreError):
     """A string or bytes value is not a valid CID."""
 
 
+class PathRefused(StoreError):
+    """A local path store_add/store_get must not read or write (the node's data dir, a device, /proc, an existing file)."""
+
+
 # --- chain --------------------------------------------------------------------------
 
 
@@ -155,6 +169,10 @@ class ProofError(ChainError):
     """A Merkle proof or block header from the RPC endpoint does not verify."""
 
 
+class ConsentError(ChainError):
+    """A TrainingTask match consent (EIP-712 signature) is malformed or not signed by whom it should be."""
+
+
 # --- local state --------------------------------------------------------------------
 
 
@@ -187,3 +205,23 @@ class DatasetError(MLError):
 
 class AggregationError(MLError):
     """An aggregation rule cannot be applied (e.g. a non-linear rule under CKKS)."""
+
+
+# --- training tasks -----------------------------------------------------------------
+
+
+class TaskError(DainodeError):
+    """A training-task step (manifest, keys, round, split, verification) cannot proceed."""
+
+
+class DocumentRejected(TaskError):
+    """A task document (update, global model, round result) fails a check.
+
+    `reason` is a short stable code (e.g. ``wrong_round``, ``undecryptable``) that goes into the
+    on-chain rejection evidence; `detail` says what exactly did not fit.
+    """
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

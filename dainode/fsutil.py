@@ -1,9 +1,12 @@
-"""Crash-safe file writes and private directories."""
+"""Crash-safe file writes, exclusive creation, private directories and key-file mode checks."""
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+from dainode.errors import IdentityError
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -46,3 +49,61 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def create_exclusive(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Create `path` holding `data`, failing with FileExistsError if it exists (never replaces).
+
+    The bytes go to a temp file (O_EXCL, `mode`) that is fsynced and then hard-linked to
+    `path`: link(2) fails atomically when the name exists, so two writers cannot both
+    create it, and a crash leaves `path` either complete or absent.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchmod(fd, mode)  # the umask may have narrowed it
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (one of another user counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_private_file(path: Path) -> None:
+    """Refuse a key file that group or others may read (as ssh does), naming the chmod to run.
+
+    Refused rather than silently fixed: a key that was readable may have been copied, and
+    its owner should decide whether to keep using it.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise IdentityError(f"missing key file {path}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise IdentityError(f"key file {path} is not a regular file; restore it from a backup")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise IdentityError(
+            f"key file {path} has mode {mode:04o}: group/others can read it, so the key may have leaked; "
+            f"if that is acceptable run `chmod 600 {path}` and start again"
+        )

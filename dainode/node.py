@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,9 @@ from dainode.admin.client import socket_path
 from dainode.admin.jsonrpc import MethodRegistry
 from dainode.admin.server import AdminServer
 from dainode.config import Config
-from dainode.errors import DainodeError
+from dainode.datadir import LOCK_FILE, DataDirLock  # noqa: F401 - LOCK_FILE kept importable from here
 from dainode.identity import Identity
+from dainode.limits import restore_recursion_limit
 from dainode.p2p.service import P2PService
 from dainode.roles.base import build_roles
 from dainode.roles.context import RoleContext
@@ -25,7 +26,6 @@ from dainode.service import Service, start_supervised
 from dainode.state import open_state
 from dainode.store.service import StoreService
 
-LOCK_FILE = "LOCK"
 STATE_FILE = "state.db"
 
 
@@ -35,7 +35,7 @@ class Node(Service):
 
     name = "node"
 
-    def __init__(self, config: Config, identity: Identity):
+    def __init__(self, config: Config, identity: Identity, lock: DataDirLock | None = None):
         self.config = config
         self.identity = identity
         self.data_dir = Path(config.data_dir).expanduser()
@@ -43,7 +43,8 @@ class Node(Service):
         self.registry = MethodRegistry()
         self.services: list[Service] = []
         self._stop = trio.Event()
-        self._lock_fd: int | None = None
+        # `dainode start` takes the lock before it reads the keys and hands it over
+        self._lock = lock if lock is not None else DataDirLock(self.data_dir)
         self.p2p = P2PService(config, identity)
         self.store = StoreService(config, self.p2p, self.data_dir)
         self.state = open_state(self.data_dir / STATE_FILE)
@@ -84,6 +85,9 @@ class Node(Service):
                 await self._start(nursery, self.offer_index)
                 for role in self.roles:
                     await self._start(nursery, role)
+                # services may import the eth stack lazily (chain); py_ecc raises the recursion
+                # limit on first import, so restore it once they are all up
+                restore_recursion_limit()
                 # the admin socket opens last, so a node that answers is fully up
                 await self._start(nursery, AdminServer(socket_path(self.data_dir), self.registry))
                 self.log.info(
@@ -102,20 +106,11 @@ class Node(Service):
 
     def _acquire_lock(self) -> None:
         """One daemon per data dir: a second one would fight over the socket, keys and stores."""
-        fd = os.open(self.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise DainodeError(f"another dainode is running with data dir {self.data_dir}; stop it first") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
+        if not self._lock.held:
+            self._lock.acquire()
 
     def _release_lock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing releases the flock
-            self._lock_fd = None
+        self._lock.release()
 
     # --- admin RPC --------------------------------------------------------------------
 
@@ -137,6 +132,7 @@ class Node(Service):
             "data_dir": str(self.data_dir),
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "pid": os.getpid(),
+            "recursion_limit": sys.getrecursionlimit(),
             "services": [s.name for s in self.services],
         }
 

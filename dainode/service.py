@@ -8,7 +8,7 @@ import logging
 
 import trio
 
-from dainode.errors import ServiceCrashed, ServiceNotRunning
+from dainode.errors import DainodeError, ServiceCrashed, ServiceNotRunning
 
 
 class _StartedProxy:
@@ -112,10 +112,36 @@ async def _supervise(service: Service, *, task_status=trio.TASK_STATUS_IGNORED) 
     except BaseException as exc:  # noqa: BLE001 - a supervisor must see everything
         if _only_cancellation(exc):
             raise  # nested nurseries wrap a shutdown's Cancelled in groups; that is no crash
-        log.error("service %s crashed: %s: %s", service.name, type(exc).__name__, exc, exc_info=exc)
-        raise ServiceCrashed(service.name, exc) from exc
+        expected = _dainode_error(exc)
+        if expected is None:  # a bug: keep the traceback
+            log.error("service %s crashed: %s: %s", service.name, type(exc).__name__, exc, exc_info=exc)
+            raise ServiceCrashed(service.name, exc) from exc
+        # an error raised on purpose says what is wrong in its message; the node's one
+        # "node stopped" line reports it, the traceback is only for debugging
+        log.debug("service %s stopped by %s: %s", service.name, type(expected).__name__, expected, exc_info=exc)
+        raise ServiceCrashed(service.name, expected) from exc
     else:
         log.debug("service %s finished", service.name)
+
+
+def _dainode_error(exc: BaseException) -> DainodeError | None:
+    """The DainodeError behind `exc` when that is all it holds (besides cancellations), else None."""
+    if isinstance(exc, DainodeError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(trio.Cancelled)
+        leaves = [] if rest is None else list(_leaves(rest))
+        if leaves and all(isinstance(e, DainodeError) for e in leaves):
+            return leaves[0]
+    return None
+
+
+def _leaves(exc: BaseException):
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
 
 
 def _only_cancellation(exc: BaseException) -> bool:

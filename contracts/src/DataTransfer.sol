@@ -29,6 +29,9 @@ contract DataTransfer {
     uint8 private constant FLAG_SETTLE_REQUESTED = 2;
     /// Gas forwarded with a pushed payout.
     uint256 private constant PAYOUT_GAS = 50_000;
+    /// Bounds of the constructor's `duration` (seconds).
+    uint64 public constant MIN_DURATION = 60;
+    uint64 public constant MAX_DURATION = 30 days;
 
     /// The party that arbitrates forceful refunds/settlements (fixed at deploy, as in the paper).
     address public immutable authority;
@@ -79,12 +82,15 @@ contract DataTransfer {
     error Expired(uint256 tradeId, uint64 expirationTime);
     error NotExpired(uint256 tradeId, uint64 expirationTime);
     error NotRequested(uint256 tradeId);
+    error RefundRequested(uint256 tradeId);
     error NothingToWithdraw(address account);
     error TransferFailed(address account, uint256 amount);
 
     /// @param authority_ arbitrator of forceful refunds/settles; address(0) means msg.sender.
-    /// @param duration_ seconds a provider has to provide the data; 0 means one day.
+    /// @param duration_ seconds a provider has to provide the data; 0 means one day; else within
+    ///        [MIN_DURATION, MAX_DURATION] (InvalidDuration).
     constructor(address authority_, uint64 duration_) {
+        if (duration_ != 0 && (duration_ < MIN_DURATION || duration_ > MAX_DURATION)) revert InvalidDuration();
         authority = authority_ == address(0) ? msg.sender : authority_;
         duration = duration_ == 0 ? 1 days : duration_;
         nextTradeId = 1;
@@ -179,6 +185,19 @@ contract DataTransfer {
         if (t.state != State.Provided) revert WrongState(tradeId, t.state);
         t.flags |= FLAG_SETTLE_REQUESTED;
         emit ForcefulSettleRequested(tradeId);
+    }
+
+    /// Provider settles on its own once `duration` has passed after the expiration time (the
+    /// consumer then had at least `duration` to verify) and the consumer requested no refund: a
+    /// silent consumer and an absent authority cannot lock the escrow.
+    function settleAfterTimeout(uint256 tradeId) external {
+        Trade storage t = _trades[tradeId];
+        if (msg.sender != t.provider) revert NotProvider(tradeId, msg.sender);
+        if (t.state != State.Provided) revert WrongState(tradeId, t.state);
+        if (t.flags & FLAG_REFUND_REQUESTED != 0) revert RefundRequested(tradeId);
+        uint64 settleAt = t.expirationTime + duration;
+        if (block.timestamp < settleAt) revert NotExpired(tradeId, settleAt);
+        _settle(tradeId, t, true);
     }
 
     /// Authority refunds the consumer of a trade whose consumer requested it.

@@ -202,4 +202,49 @@ contract DataTransferFuzz is TestBase {
         vm.expectRevert(abi.encodeWithSelector(DataTransfer.NothingToWithdraw.selector, address(rc)));
         rc.withdraw();
     }
+    /// Why-list attack: a silent consumer and an absent authority no longer lock a provided trade.
+    function testFuzz_providerSettlesAloneAfterTimeout(uint256 amount, uint256 wait) public {
+        amount = bound(amount, 1, type(uint96).max);
+        uint256 id = _init(amount);
+        _provide(id);
+        uint256 settleAt = uint256(dt.expirationTime(id)) + DURATION;
+        wait = bound(wait, 0, 3 * uint256(DURATION));
+        vm.warp(block.timestamp + wait);
+        vm.prank(CONSUMER);
+        vm.expectRevert(abi.encodeWithSelector(DataTransfer.NotProvider.selector, id, CONSUMER));
+        dt.settleAfterTimeout(id);
+        vm.prank(PROVIDER);
+        if (block.timestamp < settleAt) {
+            vm.expectRevert(abi.encodeWithSelector(DataTransfer.NotExpired.selector, id, uint64(settleAt)));
+            dt.settleAfterTimeout(id);
+            return;
+        }
+        uint256 before = PROVIDER.balance;
+        dt.settleAfterTimeout(id);
+        assertEq(PROVIDER.balance, before + amount, "provider paid alone");
+        assertEq(address(dt).balance, 0, "contract drained");
+    }
+
+    /// A consumer's refund request freezes the provider-alone settle (the authority decides).
+    function test_refundRequestBlocksTimeoutSettle() public {
+        uint256 id = _init(1 ether);
+        _provide(id);
+        vm.prank(CONSUMER);
+        dt.requestForcefulRefund(id);
+        vm.warp(block.timestamp + 3 * uint256(DURATION));
+        vm.prank(PROVIDER);
+        vm.expectRevert(abi.encodeWithSelector(DataTransfer.RefundRequested.selector, id));
+        dt.settleAfterTimeout(id);
+        vm.prank(PROVIDER);
+        vm.expectRevert(abi.encodeWithSelector(DataTransfer.NotProvider.selector, id + 1, PROVIDER));
+        dt.settleAfterTimeout(id + 1);
+    }
+
+    /// Why-list: the constructor bounds `duration` (0 still means one day).
+    function testFuzz_constructorBoundsDuration(uint64 d) public {
+        bool ok = d == 0 || (d >= dt.MIN_DURATION() && d <= dt.MAX_DURATION());
+        if (!ok) vm.expectRevert(DataTransfer.InvalidDuration.selector);
+        DataTransfer x = new DataTransfer(AUTH, d);
+        if (ok) assertEq(x.duration(), d == 0 ? 1 days : d, "duration kept");
+    }
 }

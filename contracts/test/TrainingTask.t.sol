@@ -1,137 +1,177 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.28;
 
-import {TestBase} from "./Vm.sol";
 import {TrainingTask} from "../src/TrainingTask.sol";
+import {TrainingTaskBase} from "./TrainingTaskBase.sol";
 
-contract TrainingTaskFuzz is TestBase {
-    TrainingTask internal tt;
-    address internal constant MP = address(0x111);
-    address internal constant DP1 = address(0x221);
-    address internal constant DP2 = address(0x222);
-    address internal constant CP1 = address(0x331);
-    address internal constant CP2 = address(0x332);
-
-    function setUp() public {
-        tt = new TrainingTask();
+/// Fuzzed money paths: whatever the prices, splits, rejections and abandonment points, the sum of
+/// everything credited equals the pool, and withdrawals drain the contract exactly.
+contract TrainingTaskFuzz is TrainingTaskBase {
+    struct Run {
+        uint256 pool;
+        uint16 rounds;
+        uint256 n;
+        uint256 provided; // bit i: match i provided data
+        uint256 submitted; // bit (r * 4 + i): match i submitted in round r
+        uint256 rejected; // same layout: the model provider rejected it
     }
 
-    function _open(uint256 pool, uint16 rounds) internal returns (uint256 id) {
-        vm.deal(MP, pool);
-        vm.prank(MP);
-        id = tt.openTask{value: pool}(
-            bytes32(uint256(1)), 0x55, bytes32(uint256(2)), 0x55, bytes32(uint256(3)), 0x55, bytes32(uint256(4)),
-            rounds, uint40(block.timestamp + 1 days)
-        );
-    }
-
-    function _min(uint256 a, uint256 b) internal pure returns (uint256) {
-        return a < b ? a : b;
-    }
-
-    /// A match price above uint96 (it shares a slot with the data provider) is refused by name.
-    function testFuzz_priceAboveUint96Reverts(uint256 price) public {
-        price = bound(price, uint256(type(uint96).max) + 1, 1e30);
-        uint256 id = _open(1e30, 1);
-        vm.prank(MP);
-        vm.expectRevert(abi.encodeWithSelector(TrainingTask.PriceTooLarge.selector, price));
-        tt.recordMatch(id, DP1, CP1, price);
-    }
-
-    function _withdrawAll() internal {
-        address[5] memory who = [MP, DP1, DP2, CP1, CP2];
-        for (uint256 i; i < who.length; ++i) {
-            if (tt.balances(who[i]) == 0) continue;
-            vm.prank(who[i]);
-            tt.withdraw();
+    function _setup(Run memory x, uint256[4] memory dataPrice, uint256[4] memory computePrice) internal returns (uint256 id) {
+        id = _open(x.pool, x.rounds, uint16(x.n));
+        uint256 left = x.pool;
+        for (uint256 i; i < x.n; ++i) {
+            dataPrice[i] = bound(dataPrice[i], 0, left / 2);
+            computePrice[i] = bound(computePrice[i], 0, left / 2);
+            left -= dataPrice[i] + computePrice[i];
+            _match(id, i, i, dataPrice[i], computePrice[i]);
         }
+        for (uint256 i; i < x.n; ++i) {
+            if ((x.provided >> i) & 1 == 1) _provide(id, i);
+        }
+        _start(id);
     }
 
-    /// Finished task: credits sum to the pool exactly; withdrawals drain the contract exactly.
-    function testFuzz_finishConservesThePool(
-        uint128 pool,
-        uint256 price1,
-        uint256 price2,
-        uint256 share1,
-        uint256 share2,
-        uint8 rounds,
-        uint8 skip
-    ) public {
-        uint256 p = bound(pool, 1, 1e30);
-        uint16 r = uint16(bound(rounds, 1, 4));
-        uint256 id = _open(p, r);
-        price1 = bound(price1, 0, _min(p / 2, type(uint96).max));
-        price2 = bound(price2, 0, _min(p / 2, type(uint96).max));
-        vm.startPrank(MP);
-        tt.recordMatch(id, DP1, CP1, price1);
-        tt.recordMatch(id, DP2, CP2, price2);
-        vm.stopPrank();
-        uint256 done2;
-        for (uint16 k; k < r; ++k) {
-            vm.prank(CP1);
-            tt.submitUpdate(id, 0, bytes32(uint256(10 + k)), 0x55);
-            if ((skip >> k) & 1 == 0) {
-                vm.prank(CP2);
-                tt.submitUpdate(id, 1, bytes32(uint256(20 + k)), 0x55);
-                ++done2;
+    /// Run round r: submissions, rejections, then close it (after the window: quorum may not be met).
+    function _round(uint256 id, Run memory x, uint16 r) internal {
+        for (uint256 i; i < x.n; ++i) {
+            uint256 bit = uint256(r) * 4 + i;
+            if ((x.submitted >> bit) & 1 == 0) continue;
+            _submit(id, i, r);
+            if ((x.rejected >> bit) & 1 == 1) {
+                vm.prank(MP);
+                tt.rejectUpdate(id, i, r, bytes32(uint256(0xE0)), RAW);
             }
-            vm.prank(MP);
-            tt.publishGlobalModel(id, bytes32(uint256(30 + k)), 0x55);
         }
-        uint256 budget = p - price1 - price2;
-        share1 = bound(share1, 0, budget);
-        share2 = bound(share2, 0, budget - share1);
-        uint256[] memory amts = new uint256[](2);
-        (amts[0], amts[1]) = (share1, share2);
-        vm.prank(MP);
-        tt.finishTask(id, amts);
-        uint256 cp2Earned = (price2 * done2) / r;
-        assertEq(tt.balances(DP1), share1, "dp1 share");
-        assertEq(tt.balances(DP2), share2, "dp2 share");
-        assertEq(tt.balances(CP1), price1, "cp1 did every round");
-        assertEq(tt.balances(CP2), cp2Earned, "cp2 paid per round done");
-        assertEq(tt.balances(MP), p - share1 - share2 - price1 - cp2Earned, "refund is the rest");
-        _withdrawAll();
-        assertEq(address(tt).balance, 0, "contract drained exactly");
-        assertEq(DP1.balance + DP2.balance + CP1.balance + CP2.balance + MP.balance, p, "nothing created or lost");
+        vm.warp(block.timestamp + RD);
+        _publish(id, r);
     }
 
-    /// A split larger than the uncommitted pool is refused.
-    function testFuzz_overSplitReverts(uint128 pool, uint256 over) public {
-        uint256 p = bound(pool, 1, 1e30);
-        uint256 id = _open(p, 1);
-        vm.prank(MP);
-        tt.recordMatch(id, DP1, CP1, 0);
-        vm.prank(MP);
-        tt.publishGlobalModel(id, bytes32(uint256(9)), 0x55);
-        uint256 amt = p + bound(over, 1, 1e30);
-        uint256[] memory amts = new uint256[](1);
-        amts[0] = amt;
-        vm.prank(MP);
-        vm.expectRevert(abi.encodeWithSelector(TrainingTask.InsufficientPool.selector, id, amt, p));
-        tt.finishTask(id, amts);
+    function _run(uint256 seed) internal pure returns (Run memory x) {
+        x.pool = bound(uint256(keccak256(abi.encode(seed, 0))), 1, 2e24); // prices fit in uint80
+        x.rounds = uint16(bound(seed >> 8, 1, 4));
+        x.n = bound(seed >> 16, 1, 4);
+        x.provided = uint256(keccak256(abi.encode(seed, 1)));
+        x.submitted = uint256(keccak256(abi.encode(seed, 2)));
+        x.rejected = uint256(keccak256(abi.encode(seed, 3)));
     }
 
-    /// Abandoned task: compute work is paid per round, the model provider gets the rest, nothing is lost.
-    function testFuzz_abandonConservesThePool(uint128 pool, uint256 price, uint8 rounds, uint8 done) public {
-        uint256 p = bound(pool, 1, 1e30);
-        uint16 r = uint16(bound(rounds, 2, 6));
-        uint256 d = bound(done, 0, r - 1);
-        uint256 id = _open(p, r);
-        price = bound(price, 0, _min(p, type(uint96).max));
-        vm.prank(MP);
-        tt.recordMatch(id, DP1, CP1, price);
-        for (uint256 k; k < d; ++k) {
-            vm.prank(CP1);
-            tt.submitUpdate(id, 0, bytes32(uint256(10 + k)), 0x55);
-            vm.prank(MP);
-            tt.publishGlobalModel(id, bytes32(uint256(30 + k)), 0x55);
+    /// Finished task: credits sum to the pool; only providers that provided data get the bonus.
+    function testFuzz_finishConservesThePool(uint256 seed, uint256[4] memory dataPrice, uint256[4] memory computePrice, uint256 shares)
+        public
+    {
+        Run memory x = _run(seed);
+        uint256 id = _setup(x, dataPrice, computePrice);
+        for (uint16 r; r < x.rounds; ++r) _round(id, x, r);
+        uint256 bonus = _bonus(id);
+        uint256[] memory b = new uint256[](x.n);
+        uint256 last = type(uint256).max;
+        uint256 left = bonus;
+        for (uint256 i; i < x.n; ++i) {
+            if ((x.provided >> i) & 1 == 0) continue;
+            b[i] = bound(uint256(keccak256(abi.encode(shares, i))), 0, left);
+            left -= b[i];
+            last = i;
         }
-        vm.warp(block.timestamp + 1 days + 1);
-        tt.refundAbandoned(id);
-        assertEq(tt.balances(CP1), (price * d) / r, "compute paid per round");
+        if (last != type(uint256).max) b[last] += left;
+        _postSplit(id, b);
+        _reveal(id);
+        vm.warp(block.timestamp + CW + 1);
+        tt.finalize(id, b);
+        assertEq(_credited(), x.pool, "sum credited == pool");
+        for (uint256 i; i < x.n; ++i) {
+            uint256 want = (x.provided >> i) & 1 == 1 ? dataPrice[i] + b[i] : 0;
+            assertEq(tt.balances(dp[i]), want, "data provider: price + bonus share if provided");
+        }
+        TrainingTask.Task memory t = tt.task(id);
+        assertEq(t.escrow, 0, "nothing left in escrow");
         _withdrawAll();
         assertEq(address(tt).balance, 0, "contract drained exactly");
-        assertEq(MP.balance + CP1.balance, p, "nothing created or lost");
+    }
+
+    /// A split that does not distribute the bonus exactly is refused.
+    function testFuzz_overSplitReverts(uint256 pool, uint256 delta, bool over) public {
+        pool = bound(pool, 10, 1e25);
+        uint256 id = _trained(pool, 1, 2, pool / 10, pool / 10);
+        uint256 bonus = _bonus(id);
+        uint256[] memory b = new uint256[](2);
+        uint256 sum = over ? bonus + bound(delta, 1, 1e30) : bonus - bound(delta, 1, bonus);
+        b[0] = sum;
+        vm.prank(MP);
+        vm.expectRevert(abi.encodeWithSelector(TrainingTask.SplitNotFull.selector, id, sum, bonus));
+        tt.postSplit(id, b, bytes32(uint256(9)), RAW);
+    }
+
+    /// Abandoned at a random point (matching, any round, after the last round, by anyone after
+    /// the window): credits sum to the pool and nothing is stuck.
+    function testFuzz_abandonConservesThePool(uint256 seed, uint256[4] memory dataPrice, uint256[4] memory computePrice, uint8 stopAt, bool late)
+        public
+    {
+        Run memory x = _run(seed);
+        uint256 stop = bound(stopAt, 0, x.rounds + 1); // 0: in Matching; k: after k-1 closed rounds
+        uint256 id;
+        if (stop == 0) {
+            id = _open(x.pool, x.rounds, 0);
+            for (uint256 i; i < x.n; ++i) {
+                dataPrice[i] = bound(dataPrice[i], 0, x.pool / 8);
+                _match(id, i, i, dataPrice[i], bound(computePrice[i], 0, x.pool / 8));
+                if ((x.provided >> i) & 1 == 1) _provide(id, i);
+            }
+        } else {
+            id = _setup(x, dataPrice, computePrice);
+            for (uint16 r; r + 1 < stop; ++r) _round(id, x, r);
+            if (stop <= x.rounds) {
+                // a partly done open round: some updates in, not closed
+                for (uint256 i; i < x.n; ++i) {
+                    if ((x.submitted >> (200 + i)) & 1 == 1) _submit(id, i, uint16(stop - 1));
+                }
+            }
+        }
+        if (late) {
+            vm.warp(block.timestamp + 30 days);
+            vm.prank(STRANGER);
+        } else {
+            vm.prank(MP);
+        }
+        tt.abandon(id);
+        assertEq(_credited(), x.pool, "sum credited == pool");
+        if (stop == 0) {
+            uint256 paid;
+            for (uint256 i; i < x.n; ++i) paid += tt.balances(dp[i]);
+            assertEq(tt.balances(MP), x.pool - paid, "matching: everything not earned refunded");
+        }
+        _withdrawAll();
+        assertEq(address(tt).balance, 0, "contract drained exactly");
+    }
+
+    /// Never revealed: the bonus goes equally to those that provided (dust to the first), all credited.
+    function testFuzz_equalSplitConservesThePool(uint256 seed, uint256[4] memory dataPrice, uint256[4] memory computePrice)
+        public
+    {
+        Run memory x = _run(seed);
+        uint256 id = _setup(x, dataPrice, computePrice);
+        for (uint16 r; r < x.rounds; ++r) _round(id, x, r);
+        uint256[] memory b = new uint256[](x.n);
+        uint256 count;
+        for (uint256 i; i < x.n; ++i) {
+            if ((x.provided >> i) & 1 == 1) ++count;
+        }
+        uint256 bonus = _bonus(id);
+        for (uint256 i; i < x.n; ++i) {
+            if ((x.provided >> i) & 1 == 1) b[i] = bonus / count;
+        }
+        if (count != 0) {
+            for (uint256 i; i < x.n; ++i) {
+                if ((x.provided >> i) & 1 == 1) {
+                    b[i] += bonus % count;
+                    break;
+                }
+            }
+        }
+        _postSplit(id, b);
+        vm.warp(block.timestamp + AW + 1);
+        tt.finalize(id, b);
+        assertEq(_credited(), x.pool, "sum credited == pool");
+        _withdrawAll();
+        assertEq(address(tt).balance, 0, "contract drained exactly");
     }
 }

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import json
 import logging
+import math
 import typing
 from typing import Any, Awaitable, Callable
 
-from dainode.errors import DainodeError, RpcError
+from dainode.errors import DainodeError, NestingTooDeep, RpcError
+from dainode.limits import MAX_JSON_DEPTH, check_json_depth
 
 log = logging.getLogger("dainode.admin")
 
 Method = Callable[..., Any] | Callable[..., Awaitable[Any]]
+
+#: Requests in one batch; more are refused as a whole (geth refuses over its batch limit too).
+MAX_BATCH = 100
+#: Bytes of reply to one line (a request or a whole batch); a bigger reply is refused, not built.
+MAX_REPLY_BYTES = 32 * 1024 * 1024
+
+#: Reply bytes the method running now may still produce. Methods that can return a lot
+#: (store_cat) read it to refuse up front instead of building a reply that is then thrown away.
+reply_budget: contextvars.ContextVar[int] = contextvars.ContextVar("reply_budget", default=MAX_REPLY_BYTES)
 
 _SIMPLE_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "an array", dict: "an object"}
 
@@ -99,53 +111,130 @@ def _error(id_: Any, err: RpcError) -> dict:
     return {"jsonrpc": "2.0", "id": id_, "error": err.to_json()}
 
 
-async def call_one(registry: MethodRegistry, request: Any) -> dict | None:
-    """Handle one request object; None for notifications (no `id`)."""
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)  # ASCII (ensure_ascii): len() is the size in bytes
+
+
+async def call_one(registry: MethodRegistry, request: Any) -> str | None:
+    """Handle one request object; its encoded response, or None for notifications (no `id`)."""
+    return (await _call(registry, request))[0]
+
+
+async def _call(registry: MethodRegistry, request: Any) -> tuple[str | None, bool]:
+    """(encoded response or None for a notification, whether the result was refused as too large)."""
+    text, too_large = await _respond(registry, request)
+    return (None if isinstance(request, dict) and "id" not in request else text), too_large
+
+
+async def _respond(registry: MethodRegistry, request: Any) -> tuple[str, bool]:
     if not isinstance(request, dict):
-        return _error(None, RpcError(RpcError.INVALID_REQUEST, "invalid request: expected a JSON object"))
+        return _dumps(_error(None, RpcError(RpcError.INVALID_REQUEST, "invalid request: expected a JSON object"))), False
     id_ = request.get("id")
-    is_notification = "id" not in request
     if request.get("jsonrpc") != "2.0" or not isinstance(request.get("method"), str):
-        return _error(id_, RpcError(RpcError.INVALID_REQUEST, 'invalid request: needs "jsonrpc": "2.0" and a string "method"'))
-    if not (id_ is None or isinstance(id_, (str, int, float))) or isinstance(id_, bool):
-        return _error(None, RpcError(RpcError.INVALID_REQUEST, "invalid request: id must be a string, number or null"))
+        return _dumps(_error(id_, RpcError(RpcError.INVALID_REQUEST, 'invalid request: needs "jsonrpc": "2.0" and a string "method"'))), False
+    if not (id_ is None or isinstance(id_, (str, int, float))) or isinstance(id_, bool) or (isinstance(id_, float) and not math.isfinite(id_)):
+        return _dumps(_error(None, RpcError(RpcError.INVALID_REQUEST, "invalid request: id must be a string, number or null"))), False
     method = request["method"]
+    budget = reply_budget.get()
+    too_large = False
     try:
         fn, sig, hints = registry.lookup(method)
         bound = bind_params(sig, hints, request.get("params"))
         result = fn(*bound.args, **bound.kwargs)
         if inspect.isawaitable(result):
             result = await result
-        json.dumps(result)  # fail here, inside the error handling, not while writing
+        # encode here, inside the error handling, not while writing (NaN is not JSON: _dumps refuses it)
+        text = _dumps({"jsonrpc": "2.0", "id": id_, "result": result})
+        if len(text) > budget:
+            too_large = True
+            raise RpcError(
+                RpcError.APPLICATION_ERROR,
+                f"reply too large: {method} returned {len(text)} bytes, over the {budget} bytes this request "
+                f"may still return (replies to one request or batch are limited); ask for less per call "
+                f"(store_cat: offset/length) or use store_get to write a file on the daemon's machine",
+            )
     except RpcError as err:
-        response = _error(id_, err)
+        text = _dumps(_error(id_, err))
     except DainodeError as exc:
-        response = _error(id_, RpcError(RpcError.APPLICATION_ERROR, str(exc), {"type": type(exc).__name__}))
-    except (TypeError, ValueError) as exc:
-        log.exception("RPC method %s failed", method)
-        response = _error(id_, RpcError(RpcError.INTERNAL_ERROR, f"internal error in {method}: {type(exc).__name__}: {exc}"))
+        text = _dumps(_error(id_, RpcError(RpcError.APPLICATION_ERROR, str(exc), {"type": type(exc).__name__})))
     except Exception as exc:  # noqa: BLE001 - a faulty method must not take the socket down
         log.exception("RPC method %s failed", method)
-        response = _error(id_, RpcError(RpcError.INTERNAL_ERROR, f"internal error in {method}: {type(exc).__name__}: {exc}"))
-    else:
-        response = {"jsonrpc": "2.0", "id": id_, "result": result}
-    return None if is_notification else response
+        text = _dumps(_error(id_, RpcError(RpcError.INTERNAL_ERROR, f"internal error in {method}: {type(exc).__name__}: {exc}")))
+    return text, too_large
 
 
-async def handle_message(registry: MethodRegistry, line: bytes) -> bytes | None:
-    """One line in, one line out (None when nothing is to be sent back)."""
+async def _run_limited(registry: MethodRegistry, request: Any, budget: int) -> tuple[str | None, bool]:
+    """Run one request allowed `budget` bytes of reply (methods see it as `reply_budget`)."""
+    token = reply_budget.set(budget)
     try:
+        return await _call(registry, request)
+    finally:
+        reply_budget.reset(token)
+
+
+async def handle_message(
+    registry: MethodRegistry, line: bytes, *, max_batch: int = MAX_BATCH, max_reply_bytes: int = MAX_REPLY_BYTES
+) -> bytes | None:
+    """One line in, one line out (None when nothing is to be sent back). Never raises: whatever
+    the client sent, the answer is a JSON-RPC error rather than a crash of the connection handler."""
+    try:
+        return await _handle_message(registry, line, max_batch, max_reply_bytes)
+    except Exception as exc:  # noqa: BLE001 - a bug here must not take the admin socket down
+        log.exception("admin request could not be handled")
+        return encode(_error(None, RpcError(RpcError.INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}")))
+
+
+async def _handle_message(registry: MethodRegistry, line: bytes, max_batch: int, max_reply_bytes: int) -> bytes | None:
+    try:
+        # json.loads recurses in C: measure the nesting first, without recursion
+        check_json_depth(line, MAX_JSON_DEPTH, what="request")
         payload = json.loads(line)
+    except NestingTooDeep as exc:
+        return encode(_error(None, RpcError(RpcError.INVALID_REQUEST, f"invalid request: {exc}")))
+    except RecursionError:
+        return encode(_error(None, RpcError(RpcError.INVALID_REQUEST, f"invalid request: nested deeper than {MAX_JSON_DEPTH} levels")))
     except (UnicodeDecodeError, ValueError) as exc:
         return encode(_error(None, RpcError(RpcError.PARSE_ERROR, f"parse error: {exc}")))
     if isinstance(payload, list):
         if not payload:
             return encode(_error(None, RpcError(RpcError.INVALID_REQUEST, "invalid request: empty batch")))
-        responses = [r for r in [await call_one(registry, item) for item in payload] if r is not None]
-        return encode(responses) if responses else None
-    response = await call_one(registry, payload)
-    return None if response is None else encode(response)
+        if len(payload) > max_batch:
+            return encode(_error(None, RpcError(
+                RpcError.INVALID_REQUEST,
+                f"invalid request: batch of {len(payload)} requests; at most {max_batch} per batch, send it in smaller batches",
+            )))
+        return _encode_batch(await _run_batch(registry, payload, max_reply_bytes))
+    text, _ = await _run_limited(registry, payload, max_reply_bytes)
+    return None if text is None else text.encode("utf-8") + b"\n"
+
+
+async def _run_batch(registry: MethodRegistry, payload: list, max_reply: int) -> list[str]:
+    """Run a batch in order while its replies fit in `max_reply` bytes; refuse the rest unrun."""
+    texts: list[str] = []
+    left = max_reply - 2  # the enclosing [ ]
+    for item in payload:
+        if left <= 0:
+            id_ = item.get("id") if isinstance(item, dict) else None
+            if isinstance(item, dict) and "id" not in item:
+                continue  # a notification gets no reply, and is not run either
+            texts.append(_dumps(_error(id_, RpcError(
+                RpcError.APPLICATION_ERROR,
+                f"not run: the replies of this batch reached the {max_reply}-byte limit per admin request; "
+                f"send the remaining requests in another batch",
+            ))))
+            continue
+        text, too_large = await _run_limited(registry, item, left)
+        if text is not None:
+            texts.append(text)
+            left -= len(text) + 1
+        if too_large:
+            left = 0  # the budget is spent: running the rest would only build more refused replies
+    return texts
+
+
+def _encode_batch(texts: list[str]) -> bytes | None:
+    return ("[" + ",".join(texts) + "]\n").encode("utf-8") if texts else None
 
 
 def encode(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode("utf-8") + b"\n"
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8") + b"\n"

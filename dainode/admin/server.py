@@ -9,11 +9,17 @@ from pathlib import Path
 
 import trio
 
-from dainode.admin.jsonrpc import MethodRegistry, encode, handle_message
+from dainode.admin.jsonrpc import MAX_BATCH, MAX_REPLY_BYTES, MethodRegistry, encode, handle_message
 from dainode.errors import DainodeError, RpcError
 from dainode.service import Service
 
 MAX_REQUEST_BYTES = 1024 * 1024
+# Connections the kernel queues before accept(); 64 made 200 concurrent CLI calls fail with
+# EAGAIN. Linux caps it at net.core.somaxconn (4096 by default since 5.4).
+LISTEN_BACKLOG = 1024
+# A client that does not read its reply within this time is dropped, so its reply's memory is
+# freed (each connection has its own task: a slow reader never delays other clients).
+SEND_TIMEOUT_S = 30.0
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 MAX_SOCKET_PATH = 107
 
@@ -21,10 +27,22 @@ MAX_SOCKET_PATH = 107
 class AdminServer(Service):
     name = "admin"
 
-    def __init__(self, socket_path: Path, registry: MethodRegistry, *, max_request_bytes: int = MAX_REQUEST_BYTES):
+    def __init__(
+        self,
+        socket_path: Path,
+        registry: MethodRegistry,
+        *,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
+        max_batch: int = MAX_BATCH,
+        send_timeout_s: float = SEND_TIMEOUT_S,
+    ):
         self.socket_path = Path(socket_path)
         self.registry = registry
         self.max_request_bytes = max_request_bytes
+        self.max_reply_bytes = max_reply_bytes
+        self.max_batch = max_batch
+        self.send_timeout_s = send_timeout_s
         self.connections = 0
 
     def _bind(self) -> trio.socket.SocketType:
@@ -44,7 +62,7 @@ class AdminServer(Service):
         finally:
             os.umask(old_umask)
         os.chmod(path, 0o600)
-        sock.listen(64)
+        sock.listen(LISTEN_BACKLOG)
         return sock
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -84,9 +102,18 @@ class AdminServer(Service):
                         return
                     if not line.strip():
                         continue
-                    response = await handle_message(self.registry, line)
+                    response = await handle_message(
+                        self.registry, line, max_batch=self.max_batch, max_reply_bytes=self.max_reply_bytes
+                    )
                     if response is not None:
-                        await stream.send_all(response)
+                        with trio.move_on_after(self.send_timeout_s) as sending:
+                            await stream.send_all(response)
+                        if sending.cancelled_caught:
+                            self.log.warning(
+                                "admin client did not read a %d-byte reply within %.0f s; connection closed",
+                                len(response), self.send_timeout_s,
+                            )
+                            return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away; nothing to do
         except OSError as exc:

@@ -201,8 +201,12 @@ def _default_for(typ: str, deployer: str) -> Any:
     return b"" if typ == "bytes" else ""
 
 
-def constructor_args(name: str, spec: dict, deployer: str, overrides: dict | None = None) -> list[Any]:
-    """deploy.json entry -> constructor arguments (spec defaults, then overrides by arg name)."""
+def constructor_args(
+    name: str, spec: dict, deployer: str, overrides: dict | None = None, deployed: dict[str, str] | None = None
+) -> list[Any]:
+    """deploy.json entry -> constructor arguments (spec defaults, then overrides by arg name).
+
+    An address default "@Other" names the contract Other deployed before this one (in `deployed`)."""
     names = spec.get("args", [])
     types = spec.get("types", [])
     if len(names) != len(types):
@@ -211,6 +215,13 @@ def constructor_args(name: str, spec: dict, deployer: str, overrides: dict | Non
     out = []
     for arg, typ in zip(names, types):
         value = defaults.get(arg, _default_for(typ, deployer))
+        if typ == "address" and isinstance(value, str) and value.startswith("@"):
+            ref = value[1:]
+            if ref not in (deployed or {}):
+                raise ConfigError(
+                    f"deploy.json: {name}.{arg} names {ref}, which is not deployed before {name}; "
+                    f"give {ref} a lower order or pass an address", key="contracts")
+            value = (deployed or {})[ref]
         if typ == "address" and isinstance(value, str):
             value = to_checksum_address(value)
         elif typ.startswith("bytes") and isinstance(value, str):
@@ -225,7 +236,7 @@ async def deploy_contracts(tx: TxManager, contracts: ContractSet, spec: dict[str
     tx_hashes: dict[str, str] = {}
     first_block: int | None = None
     for name in sorted(spec, key=lambda n: spec[n].get("order", 0)):
-        args = constructor_args(name, spec[name], tx.signer.address, (overrides or {}).get(name))
+        args = constructor_args(name, spec[name], tx.signer.address, (overrides or {}).get(name), deployed)
         receipt = await tx.send(None, contracts[name].encode_deploy(*args), what=f"deploy {name}", prefer=name)
         address = receipt.get("contractAddress")
         if not address:

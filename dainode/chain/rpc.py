@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -11,7 +12,8 @@ from typing import Any
 import httpx
 import trio
 
-from dainode.errors import ChainError, ChainRpcError, ChainUnavailable
+from dainode.errors import ChainError, ChainRpcError, ChainUnavailable, NestingTooDeep
+from dainode.limits import MAX_JSON_DEPTH, check_json_depth
 
 log = logging.getLogger("dainode.chain")
 
@@ -49,6 +51,17 @@ def block_tag(block: int | str) -> str:
     if isinstance(block, str) and block.isdigit():
         return hex(int(block))
     raise ChainError(f"invalid block {block!r}: use latest, pending, earliest, a number or 0x-hex")
+
+
+def decode_reply(body: bytes | str, *, what: str = "reply of the Ethereum endpoint") -> Any:
+    """JSON from the endpoint, its nesting bounded first (json.loads recurses in C); ChainError if too deep."""
+    try:
+        check_json_depth(body, MAX_JSON_DEPTH, what=what)
+        return json.loads(body)
+    except NestingTooDeep as exc:
+        raise ChainError(f"{exc}; the endpoint is broken or hostile") from None
+    except RecursionError:
+        raise ChainError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels; refused") from None
 
 
 @dataclass
@@ -113,7 +126,7 @@ class RpcClient:
                 if resp.status_code >= 500 or resp.status_code == 429:
                     raise httpx.HTTPStatusError(f"HTTP {resp.status_code}", request=resp.request, response=resp)
                 try:
-                    return resp.json()
+                    return decode_reply(resp.content, what=f"{what}: reply of {self.url}")
                 except ValueError:
                     raise ChainError(f"{what}: endpoint {self.url} answered HTTP {resp.status_code} with non-JSON body {resp.text[:120]!r}") from None
             except (httpx.TransportError, httpx.HTTPStatusError) as exc:

@@ -27,7 +27,7 @@ from dainode.chain.subscribe import EventSubscription
 from dainode.chain.tx import TxManager
 from dainode.chain.watcher import EventWatcher, ws_url_for
 from dainode.config import Config
-from dainode.errors import ChainError
+from dainode.errors import ChainError, RpcError
 from dainode.fsutil import ensure_private_dir
 from dainode.service import Service
 
@@ -272,6 +272,30 @@ class ChainService(Service):
         return {"address": addr, "wei": str(wei), "eth": f"{wei / 10**18:.6f}", "verified": verified}
 
     async def rpc_verify_state(self, address: str, slots: list | None = None, block: str | int = "latest") -> dict:
-        if not isinstance(slots, (list, type(None))):
-            raise ChainError("slots must be a list of slot numbers (ints or 0x-hex strings)")
-        return await self.verifier.verify_state(self._address(address), slots or [], block)
+        return await self.verifier.verify_state(self._address(address), rpc_slots(slots), block)
+
+
+def rpc_slots(slots: Any) -> list[int]:
+    """Storage slots from admin RPC params as ints; a malformed one is invalid params (-32602), not an internal error."""
+    if slots is None:
+        return []
+    if not isinstance(slots, list):
+        raise RpcError(RpcError.INVALID_PARAMS, "invalid params: slots must be a list of slot numbers (integers or 0x-hex strings)")
+    out = []
+    for slot in slots:
+        try:
+            if isinstance(slot, str):
+                value = int(slot, 16) if slot[:2].lower() == "0x" else int(slot, 10)
+            elif isinstance(slot, int) and not isinstance(slot, bool):
+                value = slot
+            else:
+                raise ValueError
+        except ValueError:
+            raise RpcError(
+                RpcError.INVALID_PARAMS,
+                f"invalid params: slot {str(slot)[:80]!r} is not a storage slot (an integer, a decimal string or 0x-hex)",
+            ) from None
+        if not 0 <= value < 2**256:
+            raise RpcError(RpcError.INVALID_PARAMS, f"invalid params: slot {str(value)[:80]} is outside 0..2**256-1")
+        out.append(value)
+    return out

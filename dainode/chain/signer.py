@@ -40,3 +40,12 @@ class Signer:
         from eth_account.messages import encode_defunct
 
         return bytes(self._account.sign_message(encode_defunct(primitive=message)).signature)
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        """Raw secp256k1 signature (65 bytes r||s||v, v 27/28) over a 32-byte digest, e.g. an EIP-712 hash.
+
+        Only for digests whose structure the caller built (dainode.chain.consent): signing an
+        arbitrary hash could sign a transaction."""
+        if len(digest) != 32:
+            raise ChainError(f"a digest to sign must be 32 bytes, got {len(digest)}")
+        return bytes(self._account.unsafe_sign_hash(digest).signature)

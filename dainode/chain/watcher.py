@@ -11,7 +11,7 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from dainode.chain.contracts import ContractSet, Event
-from dainode.chain.rpc import RpcClient, to_int
+from dainode.chain.rpc import RpcClient, decode_reply, to_int
 from dainode.errors import ChainError
 from dainode.fsutil import atomic_write
 
@@ -203,7 +203,7 @@ class EventWatcher:
             try:
                 async with open_websocket_url(self.ws_url, connect_timeout=5, disconnect_timeout=1) as ws:
                     await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}))
-                    reply = json.loads(await ws.get_message())
+                    reply = decode_reply(await ws.get_message(), what="eth_subscribe reply")
                     if "error" in reply:
                         log.info("endpoint refuses eth_subscribe (%s); polling every %.1f s", reply["error"], self.poll_interval_s)
                         return
@@ -212,13 +212,13 @@ class EventWatcher:
                     log.debug("subscribed to new heads over %s", self.ws_url)
                     self.poke()  # catch up on anything mined while we were away
                     while True:
-                        msg = json.loads(await ws.get_message())
+                        msg = decode_reply(await ws.get_message(), what="websocket message")
                         head = (msg.get("params") or {}).get("result") or {}
                         if "number" in head:
                             self.head = to_int(head["number"])
                         self.poke()
             except (
-                OSError, HandshakeError, ConnectionClosed, ValueError, AttributeError, trio.TooSlowError,
+                OSError, HandshakeError, ConnectionClosed, ValueError, AttributeError, TypeError, ChainError, trio.TooSlowError,
                 trio.BrokenResourceError, trio.ClosedResourceError,
             ) as exc:
                 if self.ws_connected:

@@ -46,7 +46,15 @@ def _first_dainode_error(exc: BaseException) -> DainodeError | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        # argparse gives an optional positional (`rpc METHOD [PARAMS]`) its empty value as soon
+        # as it meets METHOD, so a PARAMS after a flag is "unrecognized": fill it in here.
+        late = getattr(args, "late_positional", None)
+        if late and getattr(args, late) is None and len(extras) == 1 and not extras[0].startswith("-"):
+            setattr(args, late, extras.pop())
+        if extras:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

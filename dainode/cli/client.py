@@ -8,7 +8,7 @@ import shlex
 import sys
 import time
 
-from dainode.admin.client import AdminClient, socket_path
+from dainode.admin.client import AdminClient, pid_alive, socket_path
 from dainode.cli.common import CommandFailed, add_data_dir_arg, data_dir_of, print_json, print_table, rpc_call
 from dainode.errors import NodeNotRunningError, RpcError
 
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_dir_arg(p)
     p.add_argument("method")
     p.add_argument("params", nargs="?", help='JSON array or object, e.g. \'{"limit": 5}\'')
-    p.set_defaults(func=cmd_rpc)
+    p.set_defaults(func=cmd_rpc, late_positional="params")
 
     p = sub.add_parser("attach", help="interactive admin prompt (METHOD [JSON_PARAMS] per line)")
     add_data_dir_arg(p)
@@ -55,15 +55,23 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    path = socket_path(data_dir_of(args))
+    pid = rpc_call(args, "node_info").get("pid")
     rpc_call(args, "node_stop")
     deadline = time.monotonic() + args.timeout
+    # The admin socket closes first and the node then stops its services: "stopped" only
+    # once the process is gone, so a script can start the next daemon at once.
     while time.monotonic() < deadline:
-        if not path.exists():
+        if pid is None and not socket_path(data_dir_of(args)).exists():
             print("stopped")
             return 0
-        time.sleep(0.1)
-    raise CommandFailed(f"the daemon accepted node_stop but was still running after {args.timeout} s")
+        if pid is not None and not pid_alive(pid):
+            print(f"stopped (pid {pid} exited)")
+            return 0
+        time.sleep(0.05)
+    raise CommandFailed(
+        f"the daemon (pid {pid}) accepted node_stop but was still running after {args.timeout} s; "
+        f"see its log, wait longer (--timeout), or end it with `kill {pid}` (SIGTERM)"
+    )
 
 
 def _parse_params(text: str | None):

@@ -16,9 +16,10 @@ from dainode.errors import NodeNotRunningError, RpcError
 class CommandFailed(Exception):
     """Raised by a command handler to print one line and exit with `code`."""
 
-    def __init__(self, message: str, code: int = 1):
+    def __init__(self, message: str, code: int = 1, *, not_running: bool = False):
         super().__init__(message)
         self.code = code
+        self.not_running = not_running  # the daemon does not answer (or went away mid-call)
 
 
 def add_data_dir_arg(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +35,7 @@ def rpc_call(args: argparse.Namespace, method: str, params: Any = None, *, timeo
     try:
         return admin_client.call(data_dir_of(args), method, params, timeout=timeout)
     except NodeNotRunningError as exc:
-        raise CommandFailed(str(exc)) from None
+        raise CommandFailed(str(exc), not_running=True) from None
     except RpcError as exc:
         raise CommandFailed(f"{method} failed: {exc.message} (code {exc.code})") from None
     except TimeoutError:

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
-import sys
-
-import trio
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dainode.cli.common import CommandFailed, add_data_dir_arg, data_dir_of
-from dainode.config import Config, build_config
-from dainode.errors import ServiceCrashed
-from dainode.fsutil import ensure_private_dir
-from dainode.identity import init_identity, is_initialised, load_or_init_identity, resolve_password
-from dainode.log import setup_logging
+from dainode.config import build_config
+from dainode.errors import ConfigError, ServiceCrashed
+
+if TYPE_CHECKING:
+    from dainode.config import Config
+
+# trio, dainode.identity (eth-account, libp2p) and dainode.node are imported inside the
+# commands that use them: every client command builds this parser, and importing them here
+# cost each `dainode status` over a second (tests/unit/cli/test_imports.py guards this).
 
 log = logging.getLogger("dainode.node")
 
@@ -23,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("init", help="create the data dir with a libp2p key and an encrypted Ethereum keystore")
     add_data_dir_arg(p)
     _add_password_args(p)
+    p.add_argument("--force", action="store_true", help="replace an existing (or half) identity; the old key files are moved to keys/backup-*/")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("start", help="run the daemon in the foreground")
@@ -56,46 +61,91 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return build_config(config_file=args.config, flags=flags)
 
 
+def prepare_data_dir(path: Path) -> None:
+    """Create the data dir (mode 0700), or say in one line why it cannot be used (ConfigError: exit 2)."""
+    from dainode.fsutil import ensure_private_dir
+
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"data dir {path} exists but is not a directory; pass a directory with --data-dir", key="data_dir")
+    try:
+        ensure_private_dir(path)
+        probe = path / f".probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"data dir {path} cannot be used: {exc.strerror or exc}"
+            f"{f' ({exc.filename})' if exc.filename and str(exc.filename) != str(path) else ''}; "
+            f"pass a directory this user may create and write with --data-dir",
+            key="data_dir",
+        ) from None
+
+
 def cmd_init(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from dainode.datadir import DataDirLock
+    from dainode.identity import backup_keys, init_identity, is_initialised, resolve_password
 
     data_dir = Path(data_dir_of(args)).expanduser()  # --data-dir, $DAINODE_DATA_DIR, $DAINODE_HOME, ~/.dainode: as every command
-    if is_initialised(data_dir):
-        raise CommandFailed(f"{data_dir} is already initialised; nothing was changed")
+    prepare_data_dir(data_dir)
+    if is_initialised(data_dir) and not args.force:
+        raise CommandFailed(
+            f"{data_dir} is already initialised; nothing was changed (`--force` makes a new identity and moves the old key files to keys/backup-*/)"
+        )
     password = resolve_password(args.password_file, confirm=True)
-    identity = init_identity(data_dir, password, light_kdf=args.light_kdf)
+    with DataDirLock(data_dir):  # no daemon may use the keys while they are created or replaced
+        backup = backup_keys(data_dir) if args.force else None
+        identity = init_identity(data_dir, password, light_kdf=args.light_kdf)
     print(f"data dir  {data_dir}")
+    if backup is not None:
+        print(f"old keys  {backup}")
     print(f"address   {identity.address}")
     print(f"peer id   {identity.peer_id.to_base58()}")
     return 0
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from dainode.node import Node  # imported here so client commands stay fast
+    config = config_from_args(args)  # bad flags are reported before the slow imports below
+    import trio
 
-    config = config_from_args(args)
+    from dainode.datadir import DataDirLock
+    from dainode.identity import load_or_init_identity, resolve_password
+    from dainode.limits import restore_recursion_limit
+    from dainode.log import setup_logging
+    from dainode.node import Node
+
+    # py_ecc (eth stack) raised the recursion limit to 100,000 at import: deep input would
+    # overflow the C stack (segfault) instead of raising RecursionError. Set it back first.
+    restore_recursion_limit()
+
     setup_logging(config.log_level, config.log_format)
     password = resolve_password(args.password_file, confirm=False)
-    ensure_private_dir(config.data_path)
-    identity, created = load_or_init_identity(config.data_path, password, light_kdf=args.light_kdf)
-    if created:
-        log.info("initialised %s: account %s, peer %s", config.data_path, identity.address, identity.peer_id.to_base58())
-    node = Node(config, identity)
+    prepare_data_dir(config.data_path)
+    # the lock comes before the keys: two starts on a fresh dir must not both create an identity
+    lock = DataDirLock(config.data_path).acquire()
     try:
-        trio.run(_run_until_signal, node)
-    except KeyboardInterrupt:
-        return 0
-    except BaseException as exc:  # noqa: BLE001 - turn crashes into one clear line + status
-        crash = _find(exc, ServiceCrashed)
-        if crash is not None:
-            log.error("node stopped: %s", crash)
-            return 1
-        raise
+        identity, created = load_or_init_identity(config.data_path, password, light_kdf=args.light_kdf)
+        if created:
+            log.info("initialised %s: account %s, peer %s", config.data_path, identity.address, identity.peer_id.to_base58())
+        node = Node(config, identity, lock=lock)
+        try:
+            trio.run(_run_until_signal, node)
+        except KeyboardInterrupt:
+            return 0
+        except BaseException as exc:  # noqa: BLE001 - turn crashes into one clear line + status
+            crash = _find(exc, ServiceCrashed)
+            if crash is not None:
+                log.error("node stopped: %s", crash)
+                return 2 if isinstance(crash.cause, ConfigError) else 1  # 2: fix the configuration
+            raise
+    finally:
+        lock.release()
     log.info("stopped")
     return 0
 
 
 async def _run_until_signal(node) -> None:
+    import trio
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, node)
         await node.run()
@@ -103,6 +153,8 @@ async def _run_until_signal(node) -> None:
 
 
 async def _stop_on_signal(node) -> None:
+    import trio
+
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("received %s, stopping", signal.Signals(signum).name)

@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="where to write the file (written atomically)")
     p.add_argument("--peer", action="append", default=[], help="provider multiaddr (…/p2p/ID) to dial first; repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it is an existing regular file (default: refuse)")
+    p.add_argument("--shared", action="store_true", help="create OUTPUT readable by others (0644 minus the daemon's umask; default 0600)")
     p.set_defaults(func=cmd_get)
 
     pin = sub.add_parser("pin", help="pin add|rm|ls").add_subparsers(dest="pin_command", metavar="SUBCOMMAND")
@@ -81,6 +83,8 @@ def cmd_add(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
     out = rpc_call(args, "store_add", params, timeout=None)
+    for warning in out.get("warnings", []):
+        sys.stderr.write(f"dainode: warning: {warning}\n")
     if args.json:
         print_json(out)
     else:
@@ -89,6 +93,10 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
+    if args.offset < 0:
+        raise CommandFailed(f"--offset must be 0 or more, not {args.offset}", code=2)
+    if args.length is not None and args.length < 0:
+        raise CommandFailed(f"--length must be 0 or more, not {args.length} (leave it out to read to the end)", code=2)
     offset, remaining = args.offset, args.length
     out = sys.stdout.buffer
     while remaining is None or remaining > 0:
@@ -115,12 +123,24 @@ def _human(n: float) -> str:
 
 def cmd_get(args: argparse.Namespace) -> int:
     out = str(Path(args.output).expanduser().absolute())
-    job = rpc_call(args, "store_get", {"cid": args.cid, "path": out, "providers": args.peer, "background": True})
+    params = {"cid": args.cid, "path": out, "providers": args.peer, "background": True, "overwrite": args.overwrite,
+              "mode": "shared" if args.shared else "private"}
+    job = rpc_call(args, "store_get", params)
     started = time.monotonic()
     shown = False
     while job["state"] == "running":
         time.sleep(POLL_S)
-        job = rpc_call(args, "store_progress", {"job": job["job"]})
+        try:
+            job = rpc_call(args, "store_progress", {"job": job["job"]})
+        except CommandFailed as exc:
+            if not exc.not_running:
+                raise
+            if shown:
+                sys.stderr.write("\n")
+            raise CommandFailed(
+                f"get {args.cid} stopped after {_human(job.get('bytes') or 0)}: {exc}; "
+                f"{out} was not written; run the same get again once the daemon is back"
+            ) from None
         total = job.get("total")
         if not args.quiet and total and total >= PROGRESS_MIN_BYTES and job["state"] == "running":
             elapsed = max(time.monotonic() - started, 1e-6)

@@ -7,6 +7,7 @@ import hmac
 import os
 import re
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dainode.errors import CryptoError, IdentityError, WrongPasswordError
-from dainode.fsutil import atomic_write, ensure_private_dir
+from dainode.fsutil import check_private_file, create_exclusive, ensure_private_dir, fsync_dir, pid_alive
 
 PublicKey = Union[rsa.RSAPublicKey, x25519.X25519PublicKey]
 PrivateKey = Union[rsa.RSAPrivateKey, x25519.X25519PrivateKey]
@@ -26,6 +27,8 @@ KEYS_DIR = "keys"
 RSA_KEY_FILE = "keys/envelope-rsa.key"
 X25519_KEY_FILE = "keys/envelope-x25519.key"
 CKKS_KEY_FILE = "keys/ckks-{name}.key"
+# present while init_envelope_keys writes its two files (see dainode/identity.py INIT_MARKER)
+ENVELOPE_INIT_MARKER = "keys/ENVELOPE-INIT-INCOMPLETE"
 
 RSA_BITS = 3072  # the paper's asymmetric layer; 3072 bits ~ 128-bit security (NIST SP 800-57)
 # scrypt cost: the same as the node's keystores in dainode/identity.py (N=2^18, r=8, p=1:
@@ -147,13 +150,18 @@ def unseal(blob: bytes, password: str, kind: str, *, where: str = "sealed key") 
 
 
 def write_sealed(path: Path, secret: bytes, password: str, kind: str, *, light_kdf: bool = False) -> None:
+    """Create a sealed key file (mode 0600); IdentityError if `path` exists: a key is never replaced."""
     path = Path(path)
     ensure_private_dir(path.parent)
-    atomic_write(path, seal(secret, password, kind, light_kdf=light_kdf), mode=0o600)
+    try:
+        create_exclusive(path, seal(secret, password, kind, light_kdf=light_kdf), mode=0o600)
+    except FileExistsError:
+        raise IdentityError(f"{path} already exists; refusing to overwrite a key (move it away first if it is no longer needed)") from None
 
 
 def read_sealed(path: Path, password: str, kind: str) -> bytes:
     path = Path(path)
+    check_private_file(path)
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
@@ -203,15 +211,22 @@ def _load_private(der: bytes, where: str) -> PrivateKey:
 
 
 def init_envelope_keys(data_dir: Path, password: str, *, light_kdf: bool = False) -> EnvelopeKeys:
-    """Generate and store both key pairs; refuses to overwrite existing key files."""
+    """Generate and store both key pairs; refuses to overwrite existing key files (call with the data-dir lock)."""
     data_dir = Path(data_dir).expanduser()
     for rel in (RSA_KEY_FILE, X25519_KEY_FILE):
         if (data_dir / rel).exists():
             raise IdentityError(f"{data_dir / rel} already exists; refusing to overwrite a key")
     ensure_private_dir(data_dir)
+    ensure_private_dir(data_dir / KEYS_DIR)
+    try:
+        create_exclusive(data_dir / ENVELOPE_INIT_MARKER, f"{os.getpid()}\n".encode(), mode=0o600)
+    except FileExistsError:
+        raise IdentityError(f"{data_dir / ENVELOPE_INIT_MARKER} exists: another process is creating the envelope keys") from None
     keys = EnvelopeKeys(rsa=rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS), x25519=x25519.X25519PrivateKey.generate())
     write_sealed(data_dir / X25519_KEY_FILE, _pkcs8(keys.x25519), password, "x25519", light_kdf=light_kdf)
     write_sealed(data_dir / RSA_KEY_FILE, _pkcs8(keys.rsa), password, "rsa", light_kdf=light_kdf)
+    (data_dir / ENVELOPE_INIT_MARKER).unlink()
+    fsync_dir(data_dir / KEYS_DIR)
     return keys
 
 
@@ -224,17 +239,42 @@ def load_envelope_keys(data_dir: Path, password: str) -> EnvelopeKeys:
     return EnvelopeKeys(rsa=r, x25519=x)
 
 
+def _backup_interrupted_init(data_dir: Path) -> Path:
+    """Move what an interrupted init left (marker, a lone key file) to keys/backup-*-envelope-init/; never deletes."""
+    marker = data_dir / ENVELOPE_INIT_MARKER
+    try:
+        owner = int(marker.read_text().strip() or 0)
+    except (OSError, ValueError):
+        owner = 0
+    if owner != os.getpid() and pid_alive(owner):
+        raise IdentityError(f"process {owner} is creating the envelope keys in {data_dir} right now; wait for it")
+    backup = data_dir / KEYS_DIR / f"backup-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}-envelope-init"
+    backup.mkdir(mode=0o700)
+    for rel in (RSA_KEY_FILE, X25519_KEY_FILE, ENVELOPE_INIT_MARKER):
+        if (data_dir / rel).exists():
+            os.rename(data_dir / rel, backup / Path(rel).name)
+    fsync_dir(data_dir / KEYS_DIR)
+    return backup
+
+
 def load_or_init_envelope_keys(data_dir: Path, password: str, *, light_kdf: bool = False) -> tuple[EnvelopeKeys, bool]:
-    """Load the envelope keys, creating them first if neither file exists. Returns (keys, created)."""
+    """Load the envelope keys, creating them first if neither file exists. Returns (keys, created).
+
+    Never deletes a key file: an interrupted init (its marker is still there) is moved to
+    keys/backup-*/ and redone; one file without the marker is a lost key, an IdentityError.
+    """
     data_dir = Path(data_dir).expanduser()
+    if (data_dir / ENVELOPE_INIT_MARKER).exists():
+        _backup_interrupted_init(data_dir)
     have = [(data_dir / rel).exists() for rel in (RSA_KEY_FILE, X25519_KEY_FILE)]
     if all(have):
         return load_envelope_keys(data_dir, password), False
     if any(have):
-        # X25519 is written first; an RSA file alone means someone removed the other file.
-        if have[0]:
-            raise IdentityError(f"{data_dir / X25519_KEY_FILE} is missing but the RSA key exists; restore it from a backup")
-        (data_dir / X25519_KEY_FILE).unlink()  # an interrupted init
+        missing, present = (X25519_KEY_FILE, RSA_KEY_FILE) if have[0] else (RSA_KEY_FILE, X25519_KEY_FILE)
+        raise IdentityError(
+            f"{data_dir / missing} is missing but {data_dir / present} exists; restore it from a backup "
+            f"(data sealed to the lost key cannot be opened without it)"
+        )
     return init_envelope_keys(data_dir, password, light_kdf=light_kdf), True
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,7 @@ from eth_account.messages import encode_defunct
 from eth_utils import to_checksum_address
 
 from dainode.errors import GossipRejected
+from dainode.limits import MAX_MSGPACK_DEPTH
 
 VERSION = 1
 SUPPORTED_VERSIONS = frozenset({VERSION})
@@ -60,6 +62,47 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1  # what msgpack can encode
+
+
+def check_body(body: Any, limit: int = MAX_MSGPACK_DEPTH) -> None:
+    """Raise ValueError unless `body` is data msgpack and JSON can both carry: nesting at most `limit`,
+    integers within 64 bits, finite floats, string or integer keys. No recursion (it may come from a peer)."""
+    stack: list[tuple[Any, int, Any]] = [(body, 0, None)]  # (value, depth, (parent path, key))
+
+    def where(trail: Any) -> str:
+        parts = []
+        while trail is not None:
+            trail, key = trail
+            parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+        return ("body" + "".join(reversed(parts)))[:120]
+
+    while stack:
+        item, depth, trail = stack.pop()
+        if item is None or isinstance(item, (bool, str, bytes)):
+            continue
+        if isinstance(item, int):
+            if not INT_MIN <= item <= INT_MAX:
+                raise ValueError(f"{where(trail)}: integer {str(item)[:24]}… is outside the 64-bit range; send it as a string")
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError(f"{where(trail)}: {item} is not a finite number (NaN and infinity are not JSON)")
+            continue
+        if isinstance(item, (dict, list, tuple)):
+            if depth + 1 > limit:
+                raise ValueError(f"{where(trail)}: nested deeper than {limit} levels")
+            if isinstance(item, dict):
+                for key, value in item.items():
+                    if isinstance(key, bool) or not isinstance(key, (str, int)) or (isinstance(key, int) and not INT_MIN <= key <= INT_MAX):
+                        raise ValueError(f"{where(trail)}: map keys must be strings, got {type(key).__name__}")
+                    stack.append((value, depth + 1, (trail, str(key))))
+            else:
+                stack.extend((value, depth + 1, (trail, i)) for i, value in enumerate(item))
+            continue
+        raise ValueError(f"{where(trail)}: {type(item).__name__} values cannot be sent")
+
+
 def signing_payload(topic: str, v: int, type_: str, body: dict, sender: str, ts: int) -> bytes:
     """The bytes the sender signs. The topic is included so a message cannot be replayed on another topic."""
     return SIGNING_DOMAIN + msgpack.packb([v, topic, type_, body, sender, ts], use_bin_type=True)
@@ -71,6 +114,7 @@ def seal(account, topic: str, type_: str, body: dict, *, ts: int | None = None, 
         raise ValueError("message type must be a non-empty string")
     if not isinstance(body, dict):
         raise ValueError("message body must be a dict")
+    check_body(body)
     ts = int(time.time() * 1000) if ts is None else ts
     payload = signing_payload(topic, v, type_, body, account.address, ts)
     sig = account.sign_message(encode_defunct(primitive=payload)).signature
@@ -102,6 +146,10 @@ def open_envelope(topic: str, data: bytes, *, verify: bool = True) -> dict:
         raise GossipRejected("malformed", "type must be a non-empty string and body a map")
     if not isinstance(ts, int) or isinstance(ts, bool):
         raise GossipRejected("malformed", "ts must be an integer (ms)")
+    try:
+        check_body(body)
+    except ValueError as exc:
+        raise GossipRejected("malformed", str(exc)) from None
     if not isinstance(sender, str) or not isinstance(sig, bytes) or len(sig) != 65:
         raise GossipRejected("malformed", "sender must be an address string and sig 65 bytes")
     try:

@@ -13,6 +13,7 @@ from libp2p.peer.id import ID
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
 from dainode.errors import DainodeError, ProtocolError, RemoteError, RequestTimeout
+from dainode.limits import MAX_MSGPACK_DEPTH, value_depth_exceeds
 
 log = logging.getLogger("dainode.p2p")
 
@@ -29,9 +30,12 @@ def encode(obj: dict) -> bytes:
 
 def decode(data: bytes) -> dict:
     try:
+        # the C unpacker stops at 1024 levels (StackError); handlers walk values in Python, so bound it lower
         obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as exc:
         raise ProtocolError(f"peer sent bytes that are not msgpack ({type(exc).__name__})") from None
+    if value_depth_exceeds(obj, MAX_MSGPACK_DEPTH):
+        raise ProtocolError(f"peer sent msgpack nested deeper than {MAX_MSGPACK_DEPTH} levels")
     if not isinstance(obj, dict):
         raise ProtocolError(f"peer sent a msgpack {type(obj).__name__}, expected a map")
     return obj

@@ -8,6 +8,7 @@ import trio
 
 from dainode.errors import P2PError, RpcError
 from dainode.p2p.discovery import ping
+from dainode.p2p.envelope import check_body
 from dainode.p2p.topics import PREFIX
 
 if TYPE_CHECKING:
@@ -104,8 +105,12 @@ class P2PRpc:
         if not isinstance(body, dict):
             raise RpcError(RpcError.INVALID_PARAMS, "body must be a JSON object")
         try:
-            if not isinstance(type, str) or not type:
-                raise RpcError(RpcError.INVALID_PARAMS, "type must be a non-empty string")
+            check_body(body)
+        except ValueError as exc:
+            raise RpcError(RpcError.INVALID_PARAMS, f"invalid params: {exc}") from None
+        if not isinstance(type, str) or not type:
+            raise RpcError(RpcError.INVALID_PARAMS, "type must be a non-empty string")
+        try:
             msg = await self.p2p.gossip.publish(topic, type, body)
         except P2PError as exc:
             if "invalid gossip topic" in str(exc) or "exceeds" in str(exc):

@@ -11,7 +11,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 
 from dainode.config import Config
-from dainode.errors import P2PError
+from dainode.errors import ConfigError, P2PError
 from dainode.p2p.discovery import Discovery, parse_peer_addr
 from dainode.p2p.gossip import Gossip
 from dainode.p2p.host import build_host, route_library_logs
@@ -77,9 +77,10 @@ class P2PService(Service):
                 # it; a node that cannot be reached where it was told to listen must not start.
                 bound = self.host.get_transport_addrs()
                 if len(bound) < len(listen):
-                    raise P2PError(
+                    raise ConfigError(  # an address this node cannot use: a configuration error (exit 2)
                         f"cannot listen on {', '.join(self.config.p2p.listen)} (bound only {len(bound)} of "
-                        f"{len(listen)}; is the port in use?); choose another --listen address"
+                        f"{len(listen)}; is the port in use?); choose another --listen address",
+                        key="p2p.listen",
                     )
                 async with trio.open_nursery() as nursery:
                     if self.dht is not None:
@@ -92,7 +93,10 @@ class P2PService(Service):
                     task_status.started()
                     await trio.sleep_forever()
         except OSError as exc:
-            raise P2PError(f"cannot listen on {', '.join(self.config.p2p.listen)}: {exc}") from exc
+            raise ConfigError(
+                f"cannot listen on {', '.join(self.config.p2p.listen)}: {exc.strerror or exc}; choose another --listen address",
+                key="p2p.listen",
+            ) from exc
 
     # --- API for other layers -------------------------------------------------------------
 

@@ -285,3 +285,36 @@ def verify_block(cid: CID, data: bytes) -> None:
         raise InvalidBlock(f"cannot verify block {cid}: unsupported hash function 0x{code:x}")
     if not ok:
         raise InvalidBlock(f"block of {len(data)} bytes does not hash to {cid}")
+
+
+# names of common codecs and hashes this node cannot read, for error messages
+_CODEC_NAMES = {RAW: "raw", DAG_PB: "dag-pb", DAG_CBOR: "dag-cbor", 0x0129: "dag-json", 0x0200: "json", 0x51: "cbor",
+                0x78: "git-raw", 0x90: "eth-block", 0x0202: "car"}
+_HASH_NAMES = {0x11: "sha1", 0x14: "sha3-512", 0x15: "sha3-384", 0x17: "sha3-224", 0x1A: "keccak-224",
+               0x1B: "keccak-256", 0x1C: "keccak-384", 0x1D: "keccak-512", 0x1E: "blake3", 0xD5: "md5",
+               0xB260: "blake2b-512", 0xB240: "blake2b-384", 0xB250: "blake2s-256"}
+
+
+def check_file_cid(cid: CID) -> None:
+    """InvalidCid ("unsupported codec/hash") unless `cid` can be a UnixFS file this node can fetch and verify.
+
+    Checked before any fetch: a block whose hash this node cannot verify is never accepted
+    from the network, so waiting for it would only end in a timeout.
+    """
+    check_verifiable(cid)
+    if cid.codec not in (RAW, DAG_PB):
+        name = _CODEC_NAMES.get(cid.codec, "unknown")
+        raise InvalidCid(
+            f"unsupported codec {name} (0x{cid.codec:x}) in {cid}: this node reads raw and dag-pb (UnixFS) files only; nothing was fetched"
+        )
+
+
+def check_verifiable(cid: CID) -> None:
+    """InvalidCid ("unsupported hash") unless verify_block can check blocks of `cid`."""
+    code = cid.hash_code
+    if code != IDENTITY and code not in _HASHERS:
+        name = _HASH_NAMES.get(code, "unknown")
+        raise InvalidCid(
+            f"unsupported hash {name} (0x{code:x}) in {cid}: this node verifies sha2-256, sha2-512, sha3-256, "
+            "blake2b-256 and identity only, so it cannot fetch this block; nothing was fetched"
+        )

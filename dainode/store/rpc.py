@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import functools
 from typing import TYPE_CHECKING
 
-from dainode.errors import RpcError
+import trio
+
+from dainode.admin.jsonrpc import reply_budget
+from dainode.errors import PathRefused, RpcError, StoreError
 from dainode.store.cid import CID
 
 if TYPE_CHECKING:
@@ -13,6 +17,21 @@ if TYPE_CHECKING:
 
 #: `store_cat` returns at most this many bytes per call (JSON carries them as base64 or hex).
 CAT_LIMIT = 16 * 1024 * 1024
+#: Room for the JSON around `data` in a store_cat reply (cid, offset, size, id...).
+_CAT_ENVELOPE = 1024
+
+
+def _invalid_paths(method):
+    """A refused local path is an invalid parameter (-32602), with the reason as the message."""
+
+    @functools.wraps(method)
+    async def wrapper(*args, **kwargs):
+        try:
+            return await method(*args, **kwargs)
+        except PathRefused as exc:
+            raise RpcError(RpcError.INVALID_PARAMS, str(exc), {"type": "PathRefused"}) from None
+
+    return wrapper
 
 
 class StoreRpc:
@@ -33,6 +52,7 @@ class StoreRpc:
             "bitswap_stat": self.bitswap_stat,
         }
 
+    @_invalid_paths
     async def store_add(
         self,
         path: str,
@@ -42,22 +62,38 @@ class StoreRpc:
         only_hash: bool = False,
         pin: bool = True,
     ) -> dict:
-        """Import the local file `path` (read by the daemon) as UnixFS; returns {cid, size, blocks, pinned}."""
+        """Import the local file `path` (read by the daemon) as UnixFS; returns {cid, size, blocks, pinned, warnings}.
+
+        `path`: absolute, a regular file outside the node's data dir and /proc, /sys, /dev
+        (docs/store.md "Local files"); `warnings` says when it is not readable by others.
+        """
         if cid_version is not None and cid_version not in (0, 1):
             raise RpcError(RpcError.INVALID_PARAMS, "cid_version must be 0 or 1")
         return await self.store.add(
             path, cid_version=cid_version, chunk_size=chunk_size, raw_leaves=raw_leaves, only_hash=only_hash, pin=pin
         )
 
-    async def store_get(self, cid: str, path: str, providers: list[str] | None = None, background: bool = False) -> dict:
+    @_invalid_paths
+    async def store_get(
+        self,
+        cid: str,
+        path: str,
+        providers: list[str] | None = None,
+        background: bool = False,
+        overwrite: bool = False,
+        mode: str = "private",
+    ) -> dict:
         """Fetch file `cid` into `path` on the daemon's machine (atomic: complete or absent).
 
         `providers`: multiaddrs (…/p2p/<id>) to dial first. `background`: return a job at once
         and poll `store_progress(job)`; otherwise return {cid, path, size, elapsed_s} when done.
+        `path`: absolute, outside the node's data dir and /proc, /sys, /dev; an existing regular
+        file is replaced only with `overwrite: true`. `mode`: "private" (0600) or "shared"
+        (0644 minus the daemon's umask).
         """
         if background:
-            return _public(self.store.start_get_job(cid, path, providers))
-        return await self.store.get(cid, path, providers=providers)
+            return _public(self.store.start_get_job(cid, path, providers, overwrite=overwrite, mode=mode))
+        return await self.store.get(cid, path, providers=providers, overwrite=overwrite, mode=mode)
 
     async def store_progress(self, job: str) -> dict:
         """State of a background get: {job, state: running|done|failed, bytes, total, error, result}."""
@@ -70,8 +106,20 @@ class StoreRpc:
         """Bytes of a file (at most 16 MiB per call; use offset/length for more, or store_get)."""
         if encoding not in ("base64", "hex"):
             raise RpcError(RpcError.INVALID_PARAMS, 'encoding must be "base64" or "hex"')
-        data = await self.store.cat(cid, offset, length, limit=CAT_LIMIT)
-        text = base64.b64encode(data).decode() if encoding == "base64" else data.hex()
+        # What still fits in this request's reply (a batch shares one budget): refuse up front
+        # rather than read and encode bytes that would be thrown away.
+        room = max(reply_budget.get() - _CAT_ENVELOPE, 0)
+        fits = room * 3 // 4 if encoding == "base64" else room // 2
+        limit = min(CAT_LIMIT, fits)
+        if length is not None and length > limit:
+            raise StoreError(
+                f"store_cat of {length} bytes does not fit in this reply: at most {limit} bytes "
+                f"({CAT_LIMIT} per call, and replies to one request or batch are limited); "
+                f"read it in smaller pieces (offset/length, one per request), or use store_get (`dainode get CID -o FILE`)"
+            )
+        data = await self.store.cat(cid, offset, length, limit=limit)
+        # encoding megabytes is CPU work: off the event loop, so other clients are served meanwhile
+        text = await trio.to_thread.run_sync(_encode, data, encoding) if len(data) > 1 << 20 else _encode(data, encoding)
         return {"cid": cid, "offset": offset, "size": len(data), "encoding": encoding, "data": text}
 
     async def store_pin_add(self, cid: str, recursive: bool = True) -> dict:
@@ -96,6 +144,10 @@ class StoreRpc:
         stat = self.store.bitswap.stat()
         stat["wantlist"] = [str(CID.parse(bytes.fromhex(c))) for c in stat["wantlist"]]
         return stat
+
+
+def _encode(data: bytes, encoding: str) -> str:
+    return base64.b64encode(data).decode() if encoding == "base64" else data.hex()
 
 
 def _public(job: dict) -> dict:

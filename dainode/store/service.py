@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -13,14 +14,16 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from multiaddr import Multiaddr
 
 from dainode.config import Config
-from dainode.errors import DainodeError, InvalidCid, P2PError, StoreError
+from dainode.errors import DainodeError, InvalidCid, P2PError, PathRefused, StoreError
 from dainode.fsutil import fsync_dir
 from dainode.service import Service
 from dainode.store.bitswap import Bitswap, Session
 from dainode.store.blockstore import Blockstore
-from dainode.store.cid import CID, RAW, verify_block
+from dainode.store.cid import CID, RAW, check_file_cid, check_verifiable, verify_block
 from dainode.store.dagpb import decode_node, decode_unixfs
+from dainode.store.paths import PRIVATE, check_add_path, check_get_path, file_mode, open_for_add
 from dainode.store.pins import PinStore
+from dainode.store.tempfiles import clean_journal, clean_next_to, journal, temp_path
 from dainode.store.unixfs import export_file, import_file, links_of, walk_dag
 
 MAX_JOBS = 64
@@ -91,6 +94,7 @@ class StoreService(Service):
         self.jobs: dict[str, dict] = {}
         self._job_ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
+        self._active_tmps: set[Path] = set()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -98,6 +102,7 @@ class StoreService(Service):
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                await trio.to_thread.run_sync(clean_journal, self.data_dir, self._active_tmps)
                 await nursery.start(self.bitswap.run)
                 nursery.start_soon(self._announce_pins)
                 self.log.info("store ready: %s", self.data_dir / "blocks")
@@ -194,10 +199,9 @@ class StoreService(Service):
         if raw_leaves is None:
             raw_leaves = store.raw_leaves if cid_version == 1 else False  # kubo: CIDv0 implies dag-pb leaves
         stream = path if hasattr(path, "read") else None
-        if stream is None:
-            path = Path(path).expanduser()
-            if not path.is_file():
-                raise StoreError(f"{path} is not a readable file; give the path of a regular file on the daemon's machine")
+        warnings: list[str] = []
+        if stream is None:  # a path: see docs/store.md "Local files" for what may be read
+            path, warnings = check_add_path(path, self.data_dir)
         added: list[bytes] = []
 
         def put(cid: CID, data: bytes) -> None:
@@ -210,7 +214,7 @@ class StoreService(Service):
             if stream is not None:
                 return import_file(stream, put, **options)
             try:
-                with open(path, "rb") as f:
+                with open_for_add(path, self.data_dir) as f:
                     return import_file(f, put, **options)
             except OSError as exc:
                 raise StoreError(f"cannot read {path}: {exc}") from exc
@@ -224,7 +228,10 @@ class StoreService(Service):
                 self.bitswap.notify_new_block(cid)
         if pin and not only_hash:
             self._announce(result.cid)
-        return {"cid": str(result.cid), "size": result.size, "blocks": result.blocks, "pinned": bool(pin and not only_hash)}
+        for warning in warnings:
+            self.log.warning("add %s: %s", result.cid, warning)
+        return {"cid": str(result.cid), "size": result.size, "blocks": result.blocks, "pinned": bool(pin and not only_hash),
+                "warnings": warnings}
 
     # --- get / cat -----------------------------------------------------------------------
 
@@ -239,6 +246,7 @@ class StoreService(Service):
 
     async def export(self, cid: CID, write, progress: dict | None = None) -> int:
         """Stream a UnixFS file through `write`, fetching missing blocks with one session."""
+        check_file_cid(cid)  # an unsupported codec/hash is refused at once, not after the fetch timeout
         held: list[bytes] = []
         with self.session() as session:
 
@@ -257,22 +265,37 @@ class StoreService(Service):
             finally:
                 self._release(held)
 
-    async def get(self, cid: str, path: str | Path, *, providers: list[str] | None = None, progress: dict | None = None) -> dict:
-        """Fetch the file `cid` into `path` (temp file, fsync, rename: `path` is complete or absent)."""
+    async def get(
+        self,
+        cid: str,
+        path: str | Path,
+        *,
+        providers: list[str] | None = None,
+        progress: dict | None = None,
+        overwrite: bool = False,
+        mode: str = PRIVATE,
+    ) -> dict:
+        """Fetch the file `cid` into `path` (temp file, fsync, rename: `path` is complete or absent).
+
+        `path` follows docs/store.md "Local files": outside the data dir, a regular file,
+        replaced only with `overwrite`; created 0600, or 0644 minus the umask with mode="shared".
+        """
         root = parse_cid(cid)
-        out = Path(path).expanduser().absolute()
-        if not out.parent.is_dir():
-            raise StoreError(f"directory {out.parent} does not exist; create it or choose another output path")
-        if out.is_dir():
-            raise StoreError(f"{out} is a directory; give a file path")
+        check_file_cid(root)
+        out = check_get_path(path, self.data_dir, overwrite=overwrite)
+        perm = file_mode(mode)
+        await trio.to_thread.run_sync(clean_next_to, out, self._active_tmps)
         if providers:
             await self.connect_providers(providers)
         progress = progress if progress is not None else {}
         progress.setdefault("bytes", 0)
-        tmp = out.with_name(f".{out.name}.dainode-{os.getpid()}-{next(self._job_ids)}.tmp")
+        n = next(self._job_ids)
+        tmp = temp_path(out, n)
+        entry = journal(self.data_dir, n, tmp)
+        self._active_tmps.add(tmp)
         started = time.monotonic()
         try:
-            with open(tmp, "wb") as f:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, perm), "wb") as f:
 
                 def write(data: bytes) -> None:
                     f.write(data)
@@ -280,13 +303,32 @@ class StoreService(Service):
 
                 size = await self.export(root, write, progress)
                 await trio.to_thread.run_sync(lambda: (f.flush(), os.fsync(f.fileno())))
-            os.replace(tmp, out)
+            self._publish(tmp, out, overwrite)
             fsync_dir(out.parent)
-        except BaseException:
+        finally:
             tmp.unlink(missing_ok=True)
-            raise
+            self._active_tmps.discard(tmp)
+            entry.unlink(missing_ok=True)
         elapsed = time.monotonic() - started
         return {"cid": str(root), "path": str(out), "size": size, "elapsed_s": round(elapsed, 3)}
+
+    @staticmethod
+    def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
+        """Move the finished temp file to `out`: link(2) when nothing may be replaced (fails
+        atomically if `out` appeared meanwhile), rename(2) over a regular file otherwise."""
+        if not overwrite:
+            try:
+                os.link(tmp, out)
+            except FileExistsError:
+                raise PathRefused(f"{out} appeared while the file was fetched; not replaced (pass overwrite: true)") from None
+            return
+        try:
+            st = os.lstat(out)
+            if not stat.S_ISREG(st.st_mode):
+                raise PathRefused(f"{out} became a non-regular file while the file was fetched; not replaced")
+        except FileNotFoundError:
+            pass
+        os.replace(tmp, out)
 
     async def cat(self, cid: str, offset: int = 0, length: int | None = None, *, limit: int) -> bytes:
         """Bytes [offset, offset+length) of a file, at most `limit` of them (StoreError beyond)."""
@@ -324,8 +366,12 @@ class StoreService(Service):
 
     # --- jobs (long gets the CLI polls) --------------------------------------------------
 
-    def start_get_job(self, cid: str, path: str, providers: list[str] | None) -> dict:
-        parse_cid(cid)
+    def start_get_job(
+        self, cid: str, path: str, providers: list[str] | None, *, overwrite: bool = False, mode: str = PRIVATE
+    ) -> dict:
+        check_file_cid(parse_cid(cid))
+        check_get_path(path, self.data_dir, overwrite=overwrite)  # refused now, not in the job
+        file_mode(mode)
         job_id = f"get-{next(self._job_ids)}"
         job = {"job": job_id, "cid": cid, "path": str(path), "state": "running", "bytes": 0, "total": None,
                "error": None, "result": None, "started": time.time()}
@@ -333,12 +379,14 @@ class StoreService(Service):
         finished = [k for k, j in self.jobs.items() if j["state"] != "running"]
         while len(self.jobs) > MAX_JOBS and finished:
             self.jobs.pop(finished.pop(0))
-        self._spawn(self._run_job, job, providers)
+        self._spawn(self._run_job, job, providers, overwrite, mode)
         return job
 
-    async def _run_job(self, job: dict, providers: list[str] | None) -> None:
+    async def _run_job(self, job: dict, providers: list[str] | None, overwrite: bool, mode: str) -> None:
         try:
-            job["result"] = await self.get(job["cid"], job["path"], providers=providers, progress=job)
+            job["result"] = await self.get(
+                job["cid"], job["path"], providers=providers, progress=job, overwrite=overwrite, mode=mode
+            )
             job["state"] = "done"
         except DainodeError as exc:
             job["state"], job["error"] = "failed", str(exc)
@@ -351,6 +399,7 @@ class StoreService(Service):
 
     async def pin_add(self, cid: str, *, recursive: bool = True) -> dict:
         root = parse_cid(cid)
+        check_verifiable(root)
         held: list[bytes] = []
         with self.session() as session:
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, BinaryIO, Callable
 
 import trio
 
 from dainode.errors import InvalidBlock, StoreError
+from dainode.limits import MAX_DAG_DEPTH
 from dainode.store.cid import CID, DAG_PB, RAW, cid_of
 from dainode.store.dagpb import (
     T_FILE,
@@ -173,16 +174,26 @@ def links_of(cid: CID, block: bytes) -> list[CID]:
     raise StoreError(f"cannot follow links of {cid}: codec 0x{cid.codec:x} is not supported (only raw and dag-pb)")
 
 
-async def walk_dag(cid: CID, get_block: GetBlockFn) -> AsyncIterator[CID]:
-    """Yield every CID of the DAG under `cid` (root first, depth-first); raw blocks are not fetched."""
-    stack = [cid]
+async def walk_dag(cid: CID, get_block: GetBlockFn, *, max_depth: int = MAX_DAG_DEPTH) -> AsyncIterator[CID]:
+    """Yield every CID of the DAG under `cid` (root first, depth-first); raw blocks are not fetched.
+
+    StoreError for a DAG deeper than `max_depth` levels (the root is level 0), found before
+    fetching anything below that level: a peer may serve an endless chain.
+    """
+    stack = [(cid, 0)]
     while stack:
-        current = stack.pop()
+        current, depth = stack.pop()
         yield current
         if current.codec == RAW:
             continue
         block = await get_block(current)
-        stack.extend(reversed(links_of(current, block)))
+        links = links_of(current, block)
+        if links and depth >= max_depth:
+            raise StoreError(
+                f"the DAG under {cid} is nested deeper than {max_depth} levels; refused "
+                "(the peer serving it is broken or hostile)"
+            )
+        stack.extend((link, depth + 1) for link in reversed(links))
 
 
 # --- export -----------------------------------------------------------------------
@@ -208,22 +219,45 @@ def _file_node(cid: CID, block: bytes) -> tuple[PBNode, UnixFSData]:
     return node, u
 
 
+@dataclass
+class _Frame:
+    """An open dag-pb node of the export: its children, the next one to emit, and fetches running ahead."""
+
+    cids: list[CID]
+    sizes: list[int]
+    next: int = 0
+    ahead: dict[int, "_Fetch"] = field(default_factory=dict)
+
+
+class _Fetch:
+    __slots__ = ("done", "block")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.block: bytes | None = None
+
+
 async def export_file(
     cid: CID,
     get_block: GetBlockFn,
     write: Callable[[bytes], Awaitable[None] | None],
     *,
     prefetch: int = 1,
+    max_depth: int = MAX_DAG_DEPTH,
 ) -> int:
     """Write the file's bytes in order through `write`; return the number of bytes written.
 
     raw vs dag-pb is decided by the CID's codec, never by looking at the bytes. Every node's
     size claims are checked against its children. `prefetch` > 1 fetches that many children
     of a node ahead concurrently (memory: about prefetch × chunk size per tree level).
+    The walk is iterative (an explicit stack, no recursion: the DAG comes from peers), and a
+    tree deeper than `max_depth` levels is refused when that depth is reached.
     """
     if prefetch < 1:
         raise StoreError("prefetch must be at least 1")
     written = 0
+    root = cid
+    stack: list[_Frame] = []  # the open dag-pb nodes from the root down to the current one
 
     async def emit(data: bytes) -> None:
         nonlocal written
@@ -231,12 +265,13 @@ async def export_file(
             await _maybe_await(write(data))
             written += len(data)
 
-    async def node(cid: CID, block: bytes, expected: int | None) -> None:
+    async def visit(cid: CID, block: bytes, expected: int | None) -> _Frame | None:
+        """Emit a node's own bytes; return a frame for its children (None for a leaf)."""
         if cid.codec == RAW:
             if expected is not None and len(block) != expected:
                 raise InvalidBlock(f"raw leaf {cid} has {len(block)} bytes, its parent says {expected}")
             await emit(block)
-            return
+            return None
         if cid.codec != DAG_PB:
             raise StoreError(f"{cid}: codec 0x{cid.codec:x} is not a UnixFS file (expected raw or dag-pb)")
         pb, u = _file_node(cid, block)
@@ -244,34 +279,53 @@ async def export_file(
         if expected is not None and total != expected:
             raise InvalidBlock(f"{cid} holds {total} file bytes, its parent says {expected}")
         await emit(u.data or b"")
-        await children([link.cid for link in pb.links], u.blocksizes)
+        if not pb.links:
+            return None
+        if len(stack) >= max_depth:
+            raise StoreError(
+                f"the UnixFS DAG under {root} is nested deeper than {max_depth} levels; refused "
+                "(a real file needs a handful: the peer serving it is broken or hostile)"
+            )
+        return _Frame([link.cid for link in pb.links], list(u.blocksizes))
 
-    async def children(cids: list[CID], sizes: list[int]) -> None:
-        if prefetch == 1 or len(cids) <= 1:
-            for child, size in zip(cids, sizes):
-                await node(child, await get_block(child), size)
-            return
-        # sliding window: fetch up to `prefetch` children ahead, consume strictly in order
-        results: list[bytes | None] = [None] * len(cids)
-        ready = [trio.Event() for _ in cids]
-        window = trio.Semaphore(prefetch)
+    async def run(nursery: trio.Nursery | None) -> None:
+        async def fetch(c: CID, slot: _Fetch) -> None:
+            slot.block = await get_block(c)
+            slot.done.set()
 
-        async def fetch(i: int) -> None:
-            results[i] = await get_block(cids[i])
-            ready[i].set()
+        def top_up(frame: _Frame) -> None:
+            # keep up to `prefetch` children of this node in flight, from the next one to emit on
+            assert nursery is not None
+            end = min(frame.next + prefetch, len(frame.cids))
+            for i in range(frame.next, end):
+                if i not in frame.ahead:
+                    frame.ahead[i] = slot = _Fetch()
+                    nursery.start_soon(fetch, frame.cids[i], slot)
 
-        async def producer(nursery: trio.Nursery) -> None:
-            for i in range(len(cids)):
-                await window.acquire()
-                nursery.start_soon(fetch, i)
+        first = await visit(root, await get_block(root), None)
+        if first is not None:
+            stack.append(first)
+        while stack:
+            frame = stack[-1]
+            if frame.next == len(frame.cids):
+                stack.pop()
+                continue
+            i = frame.next
+            if nursery is None:
+                block = await get_block(frame.cids[i])
+            else:
+                top_up(frame)
+                slot = frame.ahead.pop(i)
+                await slot.done.wait()
+                block, slot.block = slot.block, None
+            frame.next += 1
+            child = await visit(frame.cids[i], block, frame.sizes[i])
+            if child is not None:
+                stack.append(child)
 
+    if prefetch == 1:
+        await run(None)
+    else:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(producer, nursery)
-            for i, size in enumerate(sizes):
-                await ready[i].wait()
-                block, results[i] = results[i], None
-                window.release()
-                await node(cids[i], block, size)
-
-    await node(cid, await get_block(cid), None)
+            await run(nursery)
     return written

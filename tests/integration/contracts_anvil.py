@@ -104,11 +104,19 @@ def gas_cost(rcpt: dict) -> int:
     return rcpt["gasUsed"] * rcpt["effectiveGasPrice"]
 
 
+def _canonical(item: dict) -> str:
+    """ABI parameter -> its type in an event/function signature (tuples spelled out)."""
+    t = item["type"]
+    if t.startswith("tuple"):
+        return f"({','.join(_canonical(c) for c in item['components'])}){t[len('tuple'):]}"
+    return t
+
+
 def events(contract: Contract, rcpt: dict, name: str) -> list[dict]:
     """Decoded `name` events of `contract` in a receipt, as plain dicts of their args."""
     ev = getattr(contract.events, name)()
     abi = next(i for i in contract.abi if i["type"] == "event" and i["name"] == name)
-    topic = keccak(text=f"{name}({','.join(i['type'] for i in abi['inputs'])})")
+    topic = keccak(text=f"{name}({','.join(_canonical(i) for i in abi['inputs'])})")
     # Only this event's logs: process_receipt would warn about every other event in the receipt.
     mine = [log for log in rcpt["logs"] if log["address"] == contract.address and bytes(log["topics"][0]) == topic]
     return [dict(ev.process_log(log)["args"]) for log in mine]

@@ -10,7 +10,7 @@ import time
 import httpx
 import psutil
 
-from tests.integration.daemon import run_cli
+from tests.integration.daemon import raw_request, run_cli
 
 
 def eth(url: str, method: str, *params):
@@ -42,6 +42,9 @@ def test_dev_chain_daemon_deploys_and_cleans_up(daemon_factory):
     # Verified state over admin RPC: the Registry's code is proven against the header's stateRoot.
     proven = node.rpc("chain_verify_state", address=info["contracts"]["Registry"], slots=[0])
     assert proven["verified"] and proven["account"]["has_code"]
+    bad_slot = raw_request(node.socket, json.dumps({"jsonrpc": "2.0", "id": 1, "method": "chain_verify_state", "params": {
+        "address": info["contracts"]["Registry"], "slots": ["0xzz"]}}).encode())
+    assert bad_slot["error"]["code"] == -32602 and "0xzz" in bad_slot["error"]["message"]
     bad = run_cli("rpc", "chain_balance", '{"address": "0x123"}', "--data-dir", str(node.data_dir))
     assert bad.returncode == 1 and "not an Ethereum address" in bad.stderr
 

@@ -34,6 +34,16 @@ def test_forge_fuzz_suites_pass(tmp_path):
         "testFuzz_abandonConservesThePool", "testFuzz_overSplitReverts",
     } <= names
     assert "test_expiryBoundaries" in names
+    # TrainingTask: one test per attack of issue 12, the access matrix, the no-stuck-wei invariants.
+    assert {
+        "testFuzz_equalSplitConservesThePool", "testFuzz_providerSettlesAloneAfterTimeout",
+        "testFuzz_constructorBoundsDuration", "test_attack_zeroSplitIsRefused", "test_attack_abandonPaysDataProviders",
+        "test_attack_publishAllRoundsInOneBlock", "test_attack_farDeadlineIsRefused", "test_attack_matchWithoutConsent",
+        "test_attack_lateUpdateIsNotCountedForTheNextRound", "test_attack_copiedUpdateEarnsNothing",
+        "test_attack_revealIsCheckedAndHasConsequences", "test_attack_neverRevealedSplitsTheBonusEqually",
+        "test_trainingPhaseGuards", "test_payoutGuardsAfterSplit", "invariant_balanceIsCreditsPlusEscrow",
+        "invariant_endedTasksHoldNothing",
+    } <= names
     for k, r in results.items():
         if "testFuzz_" in k:
             assert r["kind"]["Fuzz"]["runs"] == 256, k

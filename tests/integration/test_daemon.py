@@ -130,7 +130,7 @@ def test_roles_from_environment_and_json_logs(daemon_factory):
     assert {"ts", "level", "service", "msg"} <= set(entry)
 
 
-def test_listen_port_in_use_stops_the_node_with_a_named_crash(tmp_path):
+def test_listen_port_in_use_is_one_line_and_exit_2(tmp_path):
     import socket
 
     blocker = socket.socket()
@@ -144,6 +144,9 @@ def test_listen_port_in_use_stops_the_node_with_a_named_crash(tmp_path):
         )
     finally:
         blocker.close()
-    assert out.returncode == 1, out
-    assert "service 'p2p' crashed" in out.stderr and str(port) in out.stderr
+    assert out.returncode == 2, out  # an address this node cannot use is a configuration error
+    assert "Traceback" not in out.stderr
+    node_lines = [line for line in out.stderr.splitlines() if " node: " in line and "ERROR" in line]
+    assert len(node_lines) == 1 and "service 'p2p'" in node_lines[0] and str(port) in node_lines[0], out.stderr
+    assert "--listen" in node_lines[0]
     assert not (tmp_path / "n" / "admin.sock").exists()

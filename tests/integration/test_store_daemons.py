@@ -135,8 +135,10 @@ def test_daemon_killed_during_get_restarts_with_a_clean_blockstore(pair, tmp_pat
     b.kill()  # SIGKILL by PID, mid-transfer
     assert progress["state"] == "running" and progress["bytes"] < 64 * MiB, progress
     assert not dst.exists()
+    assert len(list(tmp_path.glob(".dst.bin.dainode-*.tmp"))) == 1  # the partial file of the killed get...
     assert check_blockstore(b.data_dir) > 0
     b.start()
+    assert list(tmp_path.glob(".dst.bin.dainode-*.tmp")) == []  # ...is gone once the node is back
     st = b.rpc("store_stat")
     assert st["blocks"] > 0
     assert check_blockstore(b.data_dir) == st["blocks"]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dainode.admin.jsonrpc import MethodRegistry, handle_message
+from dainode.admin.jsonrpc import MethodRegistry, handle_message, reply_budget
 from dainode.errors import DainodeError, RpcError
 
 
@@ -101,3 +101,54 @@ def test_registry_rejects_duplicates_and_unnamespaced():
     with pytest.raises(ValueError):
         reg.add("plain", lambda: 1)
     assert reg.modules() == {"math": "1.0", "test": "1.0"}
+
+
+def limits_registry(calls: list) -> MethodRegistry:
+    reg = MethodRegistry()
+
+    def blob(n: int) -> str:
+        calls.append(n)
+        return "x" * n
+
+    def budget() -> int:
+        return reply_budget.get()
+
+    reg.add_all({"test_blob": blob, "test_budget": budget})
+    return reg
+
+
+async def test_batch_count_is_bounded():
+    reg = make_registry()
+    out = await handle_message(reg, json.dumps([req("math_add", [i], i) for i in range(101)]).encode(), max_batch=100)
+    err = json.loads(out)["error"]
+    assert err["code"] == -32600 and "101" in err["message"] and "at most 100" in err["message"]
+    ok = json.loads(await handle_message(reg, json.dumps([req("math_add", [i], i) for i in range(100)]).encode(), max_batch=100))
+    assert [r["result"] for r in ok] == [i + 1 for i in range(100)]
+
+
+async def test_batch_reply_size_is_bounded_and_the_rest_is_not_run():
+    calls: list = []
+    reg = limits_registry(calls)
+    mib = 1024 * 1024
+    batch = [req("test_blob", [mib], i) for i in range(30)]
+    out = await handle_message(reg, json.dumps(batch).encode(), max_reply_bytes=4 * mib)
+    assert len(out) < 4 * mib + 64 * 1024
+    replies = json.loads(out)
+    assert [r["id"] for r in replies] == list(range(30))
+    assert all(len(r["result"]) == mib for r in replies[:3])
+    refused = replies[3:]
+    assert all(r["error"]["code"] == -32000 for r in refused)
+    assert "too large" in refused[0]["error"]["message"] and "store_get" in refused[0]["error"]["message"]
+    assert "not run" in refused[-1]["error"]["message"]
+    assert len(calls) == 4  # three fitted, the fourth did not; the other 26 never ran
+
+
+async def test_single_reply_over_the_limit_is_refused_and_methods_see_their_budget():
+    calls: list = []
+    reg = limits_registry(calls)
+    resp = json.loads(await handle_message(reg, json.dumps(req("test_blob", [5000])).encode(), max_reply_bytes=4096))
+    assert resp["id"] == 1 and resp["error"]["code"] == -32000 and "5" in resp["error"]["message"]
+    assert json.loads(await handle_message(reg, json.dumps(req("test_budget")).encode(), max_reply_bytes=4096))["result"] == 4096
+    two = json.loads(await handle_message(reg, json.dumps([req("test_blob", [1000], 1), req("test_budget", None, 2)]).encode(),
+                                          max_reply_bytes=4096))
+    assert 2000 < two[1]["result"] < 3100  # the second call sees what the first one left

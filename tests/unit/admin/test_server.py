@@ -19,7 +19,7 @@ def registry() -> MethodRegistry:
         await trio.sleep(seconds)
         return "done"
 
-    reg.add_all({"node_ping": lambda: "pong", "test_slow": slow})
+    reg.add_all({"node_ping": lambda: "pong", "test_slow": slow, "test_big": lambda: "x" * (8 * 1024 * 1024)})
     return reg
 
 
@@ -97,4 +97,25 @@ async def test_stale_socket_file_is_replaced(tmp_path):
         s = await connect(path)
         assert (await call(s, "node_ping"))["result"] == "pong"
         await s.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_client_that_does_not_read_is_dropped_and_others_are_served(tmp_path):
+    path = tmp_path / "admin.sock"
+    server = AdminServer(path, registry(), send_timeout_s=1.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        reader = await connect(path)
+        sloth = await connect(path)
+        await sloth.send_all(b'{"jsonrpc":"2.0","id":1,"method":"test_big"}\n')  # 8 MB reply it never reads
+        with trio.fail_after(10):
+            while server.connections < 2:
+                await trio.sleep(0.01)
+        assert (await call(reader, "node_ping"))["result"] == "pong"
+        with trio.fail_after(10):  # the send times out and the server drops the non-reader
+            while server.connections > 1:
+                await trio.sleep(0.05)
+        assert (await call(reader, "node_ping", id_=2))["result"] == "pong"
+        await reader.aclose()
+        await sloth.aclose()
         nursery.cancel_scope.cancel()

@@ -45,9 +45,9 @@ def test_custom_error_with_args_is_named():
 
 
 def test_shared_error_name_prefers_the_called_contract():
-    data = selector("WrongState(uint256,uint8)") + eth_abi.encode(["uint256", "uint8"], [1, 2])
-    assert "DataTransfer.WrongState" in str(reverted(CONTRACTS, "x", data, prefer="DataTransfer"))
-    assert "TrainingTask.WrongState" in str(reverted(CONTRACTS, "x", data, prefer="TrainingTask"))
+    data = selector("NothingToWithdraw(address)") + eth_abi.encode(["address"], ["0x" + "ab" * 20])
+    assert "DataTransfer.NothingToWithdraw" in str(reverted(CONTRACTS, "x", data, prefer="DataTransfer"))
+    assert "TrainingTask.NothingToWithdraw" in str(reverted(CONTRACTS, "x", data, prefer="TrainingTask"))
 
 
 def test_error_string_panic_and_unknown_data():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
 
 import numpy as np
@@ -107,11 +108,30 @@ def test_ckks_context_sealed(tmp_path):
         keys.save_ckks_context(tmp_path, "../evil", ctx, PW, light_kdf=True)
 
 
-def test_interrupted_init_is_redone_but_a_lone_rsa_key_is_not_replaced(tmp_path):
+def test_interrupted_init_is_backed_up_and_redone_but_a_lone_key_is_never_replaced(tmp_path):
     keys.write_sealed(tmp_path / keys.X25519_KEY_FILE, b"half-written init", PW, "x25519", light_kdf=True)
+    (tmp_path / keys.ENVELOPE_INIT_MARKER).write_text("0\n")  # the marker of an init that died
     k, created = keys.load_or_init_envelope_keys(tmp_path, PW, light_kdf=True)
     assert created and keys.key_id(keys.load_envelope_keys(tmp_path, PW).x25519) == keys.key_id(k.x25519)
-    (tmp_path / keys.X25519_KEY_FILE).unlink()
-    with pytest.raises(IdentityError, match="restore it from a backup"):
-        keys.load_or_init_envelope_keys(tmp_path, PW, light_kdf=True)
-    assert (tmp_path / keys.RSA_KEY_FILE).exists()
+    backup = next((tmp_path / "keys").glob("backup-*-envelope-init"))
+    assert keys.read_sealed(backup / "envelope-x25519.key", PW, "x25519") == b"half-written init"  # moved, not deleted
+    for lost, kept in ((keys.X25519_KEY_FILE, keys.RSA_KEY_FILE), (keys.RSA_KEY_FILE, keys.X25519_KEY_FILE)):
+        d = tmp_path / lost.replace("/", "-")
+        keys.init_envelope_keys(d, PW, light_kdf=True)
+        before = (d / kept).read_bytes()
+        (d / lost).unlink()
+        with pytest.raises(IdentityError, match=rf"{lost} is missing.*restore it from a backup"):
+            keys.load_or_init_envelope_keys(d, PW, light_kdf=True)
+        assert (d / kept).read_bytes() == before and not (d / lost).exists()
+
+
+def test_sealed_key_files_are_never_replaced_and_must_be_private(tmp_path):
+    ctx = CkksContext.create()
+    path = keys.save_ckks_context(tmp_path, "task-1", ctx, PW, light_kdf=True)
+    before = path.read_bytes()
+    with pytest.raises(IdentityError, match="refusing to overwrite"):
+        keys.save_ckks_context(tmp_path, "task-1", CkksContext.create(), PW, light_kdf=True)
+    assert path.read_bytes() == before
+    os.chmod(path, 0o644)
+    with pytest.raises(IdentityError, match=rf"mode 0644.*chmod 600 {path}"):
+        keys.load_ckks_context(tmp_path, "task-1", PW)

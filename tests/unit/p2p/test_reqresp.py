@@ -81,3 +81,14 @@ async def test_garbage_and_oversized_frames_from_a_peer():
         b.host.set_stream_handler(TProtocol("/dai/garbage/1.0.0"), garbage_server)
         with pytest.raises(ProtocolError, match="expected a map"):
             await a.reqresp.request(b.peer_id, "/dai/garbage/1.0.0", {"q": 1})
+
+
+async def test_deeply_nested_frames_are_a_protocol_error():
+    from dainode.limits import MAX_MSGPACK_DEPTH
+    from dainode.p2p.reqresp import decode
+
+    with pytest.raises(ProtocolError, match=f"nested deeper than {MAX_MSGPACK_DEPTH}"):
+        decode(b"\x81\xa1x" + b"\x91" * 500 + b"\xc0")
+    with pytest.raises(ProtocolError, match="not msgpack"):
+        decode(b"\x81\xa1x" + b"\x91" * 100_000 + b"\xc0")
+    assert decode(b"\x81\xa1x" + b"\x91" * 10 + b"\xc0")["x"]
