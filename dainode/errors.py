@@ -43,6 +43,10 @@ class NodeNotRunningError(DainodeError):
     """No daemon answers on the admin socket."""
 
 
+class ServiceNotRunning(DainodeError):
+    """A service was used before it started (or after it stopped); the work was not done."""
+
+
 class ServiceCrashed(DainodeError):
     """A supervised service of the node raised; the node stops with a non-zero status."""
 

@@ -19,8 +19,15 @@ from dainode.datadir import LOCK_FILE, DataDirLock  # noqa: F401 - LOCK_FILE kep
 from dainode.identity import Identity
 from dainode.limits import restore_recursion_limit
 from dainode.p2p.service import P2PService
+from dainode.roles.base import build_roles
+from dainode.roles.context import RoleContext
+from dainode.roles.index import OfferIndex
 from dainode.service import Service, start_supervised
+from dainode.state import open_state
 from dainode.store.service import StoreService
+
+STATE_FILE = "state.db"
+
 
 class Node(Service):
     """One dainode process. Services start in dependency order; the admin socket opens last,
@@ -40,11 +47,16 @@ class Node(Service):
         self._lock = lock if lock is not None else DataDirLock(self.data_dir)
         self.p2p = P2PService(config, identity)
         self.store = StoreService(config, self.p2p, self.data_dir)
+        self.state = open_state(self.data_dir / STATE_FILE)
         self.chain = None
         if config.chain.endpoint != "none":
             from dainode.chain.service import ChainService  # not imported by chain-less nodes
 
-            self.chain = ChainService(config, identity.account)
+            self.chain = ChainService(config, identity.account, state=self.state)
+        # Roles are built (and their layers checked: ConfigError names the flag) before anything starts.
+        self.role_ctx = RoleContext.of_node(self)
+        self.offer_index = OfferIndex(self.role_ctx)
+        self.roles = build_roles(list(config.roles), self.role_ctx)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -69,6 +81,10 @@ class Node(Service):
                 await self._start(nursery, self.store)
                 if self.chain is not None:
                     await self._start(nursery, self.chain)
+                # every node indexes offers; roles start after the layers they use
+                await self._start(nursery, self.offer_index)
+                for role in self.roles:
+                    await self._start(nursery, role)
                 # services may import the eth stack lazily (chain); py_ecc raises the recursion
                 # limit on first import, so restore it once they are all up
                 restore_recursion_limit()
@@ -85,6 +101,7 @@ class Node(Service):
                 self.log.info("stopping")
                 nursery.cancel_scope.cancel()
         finally:
+            self.state.close()
             self._release_lock()
 
     def _acquire_lock(self) -> None:

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import abc
+import functools
 import logging
 
 import trio
 
-from dainode.errors import DainodeError, ServiceCrashed
+from dainode.errors import DainodeError, ServiceCrashed, ServiceNotRunning
 
 
-class Service:
+class _StartedProxy:
+    """Forwards `task_status.started()` and marks the service started."""
+
+    def __init__(self, service: "Service", inner):
+        self._service = service
+        self._inner = inner
+
+    def started(self, value=None) -> None:
+        self._inner.started(value)
+        self._service._mark_started()
+
+
+class Service(abc.ABC):
     """A subsystem of the node (admin socket, p2p host, store, chain, roles...).
 
     Subclasses implement `run(task_status)`: do the set-up, call
@@ -17,17 +31,67 @@ class Service:
     (usually `await trio.sleep_forever()` or a serve loop) until cancelled.
     Every task a service needs lives in a nursery that `run` opens, so a
     service never leaves anything behind when it is cancelled.
+
+    `run` is wrapped so that `task_status.started()` sets the started event
+    (`wait_started()`, `running`); `require_running()` raises ServiceNotRunning for
+    work handed to a service that has not started or has stopped, so nothing is
+    silently dropped.
     """
 
     #: short name used in logs and crash reports
     name: str = "service"
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        run = cls.__dict__.get("run")
+        if run is None or getattr(run, "__isabstractmethod__", False) or getattr(run, "_service_wrapped", False):
+            return
+
+        @functools.wraps(run)
+        async def wrapped(self, *args, task_status=trio.TASK_STATUS_IGNORED, **kw):
+            self._lifecycle()["stopped"] = False
+            try:
+                await run(self, *args, task_status=_StartedProxy(self, task_status), **kw)
+            finally:
+                self._lifecycle()["stopped"] = True
+
+        wrapped._service_wrapped = True
+        cls.run = wrapped
+
+    def _lifecycle(self) -> dict:
+        # Lazily created: subclasses need not call Service.__init__.
+        state = self.__dict__.get("_service_lifecycle")
+        if state is None:
+            state = self.__dict__["_service_lifecycle"] = {"started": trio.Event(), "stopped": False}
+        return state
+
+    def _mark_started(self) -> None:
+        self._lifecycle()["started"].set()
+
+    @property
+    def running(self) -> bool:
+        state = self._lifecycle()
+        return state["started"].is_set() and not state["stopped"]
+
+    async def wait_started(self) -> None:
+        """Return once the service reported started (immediately if it already has)."""
+        await self._lifecycle()["started"].wait()
+
+    def require_running(self, what: str = "this") -> None:
+        """Raise ServiceNotRunning unless the service is started and not stopped."""
+        state = self._lifecycle()
+        if not state["started"].is_set():
+            raise ServiceNotRunning(f"the {self.name} service has not started yet; cannot do {what} (start it first)")
+        if state["stopped"]:
+            raise ServiceNotRunning(f"the {self.name} service has stopped; cannot do {what}")
+
     @property
     def log(self) -> logging.Logger:
         return logging.getLogger(f"dainode.{self.name}")
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError(f"{type(self).__name__}.run is abstract")
+    @abc.abstractmethod
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Set up, call task_status.started(), run until cancelled."""
 
 
 async def start_supervised(nursery: trio.Nursery, service: Service) -> None:

@@ -54,10 +54,12 @@ def start_network(base: Path) -> list[DaemonProcess]:
     model = DaemonProcess(base, "model-provider", roles=["model"], chain="dev")
     nodes = [model]
     model.start(timeout=120)
-    data = DaemonProcess(base, "data-provider", roles=["data"], bootstrap=[model.multiaddr])
+    # the data and compute roles need a chain: they join the model provider's dev chain
+    chain = {"chain": model.rpc("chain_info")["endpoint"], "env": {"DAINODE_CHAIN_DEPLOYMENT_FILE": str(model.data_dir / "deployment.json")}}
+    data = DaemonProcess(base, "data-provider", roles=["data"], bootstrap=[model.multiaddr], **chain)
     nodes.append(data)
     data.start()
-    compute = DaemonProcess(base, "compute-provider", roles=["compute"], bootstrap=[data.multiaddr])
+    compute = DaemonProcess(base, "compute-provider", roles=["compute"], bootstrap=[data.multiaddr], **chain)
     nodes.append(compute)
     compute.start()
     for node in nodes:

@@ -53,8 +53,25 @@ class NonceManager:
                 self._next = await self._chain_nonce()
             return self._next
 
-    async def submit(self, sign: Callable[[int], tuple[bytes, str]]) -> tuple[str, int]:
-        """`sign(nonce) -> (raw, tx_hash)`; sends it with the next nonce. Returns (tx_hash, nonce)."""
+    async def known(self, tx_hash: str) -> bool:
+        """Does the endpoint know this transaction (pending or mined)? False when it cannot be asked."""
+        try:
+            return await self.rpc.call("eth_getTransactionByHash", tx_hash) is not None
+        except ChainError:
+            return False
+
+    async def submit(
+        self, sign: Callable[[int], tuple[bytes, str]], *, on_signed: Callable[[str, int, bytes], None] | None = None
+    ) -> tuple[str, int]:
+        """`sign(nonce) -> (raw, tx_hash)`; sends it with the next nonce. Returns (tx_hash, nonce).
+
+        Idempotent: when the send fails in a way that leaves its outcome open (a timeout after
+        the transport's own retries of the same bytes, "nonce too low" because an earlier copy
+        of these bytes was mined, "already known"), the transaction is looked up by hash
+        before anything is re-signed, so one submit never lands two transactions.
+        `on_signed(tx_hash, nonce, raw)` runs before the bytes leave the node (a journal
+        writes them there, so a restart can look the hash up instead of signing again).
+        """
         async with self._lock:
             for attempt in range(self.max_attempts):
                 if self._next is None:
@@ -62,11 +79,13 @@ class NonceManager:
                     self.resyncs += 1
                 nonce = self._next
                 raw, tx_hash = sign(nonce)
+                if on_signed is not None:
+                    on_signed(tx_hash, nonce, raw)
                 try:
                     await self.rpc.call("eth_sendRawTransaction", to_hex(raw))
                 except ChainRpcError as exc:
-                    if "already known" in exc.rpc_message.lower():
-                        # Our identical tx is already in the pool (a retried send): it counts.
+                    if "already known" in exc.rpc_message.lower() or (is_stale_nonce(exc) and await self.known(tx_hash)):
+                        # Our identical tx is already in the pool or mined (a retried send): it counts.
                         self._next = nonce + 1
                         return tx_hash, nonce
                     self._next = None
@@ -74,8 +93,15 @@ class NonceManager:
                         log.info("nonce %d for %s is stale (%s); resyncing", nonce, self.address, exc.rpc_message)
                         continue
                     raise
+                except ChainError:
+                    # Unknown whether the endpoint took it: ask by hash before giving up.
+                    self._next = None
+                    if await self.known(tx_hash):
+                        self._next = nonce + 1
+                        return tx_hash, nonce
+                    raise
                 except BaseException:
-                    # Unknown whether the endpoint took it (timeout, cancellation): ask the chain next time.
+                    # Cancelled mid-send: ask the chain for the nonce next time.
                     self._next = None
                     raise
                 self._next = nonce + 1

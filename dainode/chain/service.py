@@ -23,6 +23,7 @@ from dainode.chain.nonce import NonceManager
 from dainode.chain.proof import StateVerifier
 from dainode.chain.rpc import RpcClient, block_tag, to_int
 from dainode.chain.signer import Signer
+from dainode.chain.subscribe import EventSubscription
 from dainode.chain.tx import TxManager
 from dainode.chain.watcher import EventWatcher, ws_url_for
 from dainode.config import Config
@@ -48,8 +49,9 @@ class ChainService(Service):
 
     name = "chain"
 
-    def __init__(self, config: Config, account, *, build_dir: Path | None = None):
+    def __init__(self, config: Config, account, *, build_dir: Path | None = None, state=None):
         self.config = config
+        self.state = state  # the node's State: event cursors live there (None: a JSON file, as before)
         self.cfg = config.chain
         self.signer = Signer(account)
         self.build_dir = build_dir
@@ -142,7 +144,9 @@ class ChainService(Service):
         tag = f"{self.chain_id}-{deployment['contracts'].get('Registry', '0x')[2:10].lower()}"
         self.watcher = EventWatcher(
             self.rpc, self.contracts,
-            cursor_path=self.dir / f"events-{tag}.json",
+            cursor_path=None if self.state is not None else self.dir / f"events-{tag}.json",
+            state=self.state,
+            cursor_key=f"chain.watcher:{tag}",
             start_block=int(deployment.get("block", 0)),
             confirmations=self.cfg.confirmations,
             poll_interval_s=self.cfg.poll_interval_s,
@@ -184,6 +188,20 @@ class ChainService(Service):
         receipt = await self.tx.send(None, c.encode_deploy(*args), value=value, what=f"deploy {contract_name}", prefer=contract_name)
         return to_checksum_address(receipt["contractAddress"])
 
+    def subscribe(
+        self, consumer: str, contract_name: str, events: list[str] | None = None, *, args: dict | None = None, from_block: int | None = None
+    ) -> EventSubscription:
+        """Events of `contract_name` (optionally only `events`, with indexed `args` equal to the given values) for
+        `consumer`, from its durable cursor in State (backfilled with eth_getLogs, then live), at least once across
+        restarts. Use `async with chain.subscribe(...) as sub: async for ev in sub: ...`."""
+        self.require_running(f"chain event subscription {consumer!r}")
+        start = int(self.deployment.get("block", 0)) if from_block is None else from_block
+        tag = f"{self.chain_id}-{self.deployment['contracts'].get('Registry', '0x')[2:10].lower()}"
+        return EventSubscription(
+            self.rpc, self.contracts, self.watcher, self.state, f"{consumer}:{tag}", contract_name,
+            events=events, args=args, start_block=start, confirmations=self.cfg.confirmations,
+        )
+
     def events(self, contract_name: str | None = None) -> trio.MemoryReceiveChannel:
         """A subscription to decoded events of the deployed contracts (removed=True on reorgs)."""
         return self.watcher.subscribe(contract_name)
@@ -205,7 +223,29 @@ class ChainService(Service):
     # --- admin RPC -----------------------------------------------------------------------------
 
     def rpc_methods(self) -> dict[str, Any]:
-        return {"chain_info": self.rpc_info, "chain_balance": self.rpc_balance, "chain_verify_state": self.rpc_verify_state}
+        return {
+            "chain_info": self.rpc_info, "chain_balance": self.rpc_balance, "chain_verify_state": self.rpc_verify_state,
+            "chain_fund": self.rpc_fund,
+        }
+
+    async def fund_dev(self, address: str, wei: int) -> None:
+        """Set `address`'s balance on a dev chain (anvil_setBalance); refused on any other chain."""
+        if self.dev is None:
+            raise ChainError(
+                f"chain fund works only on this node's dev chain (--chain dev); {self.endpoint} is another chain: use its faucet"
+            )
+        await self.rpc.call("anvil_setBalance", self._address(address), hex(int(wei)))
+
+    async def rpc_fund(self, address: str, eth: float | int | str = 100) -> dict:
+        try:
+            wei = int(float(eth) * 10**18) if not (isinstance(eth, str) and eth.isdigit()) else int(eth) * 10**18
+        except ValueError:
+            raise ChainError(f"--eth {eth!r} is not a number of ether") from None
+        if wei <= 0:
+            raise ChainError(f"--eth must be positive, got {eth}")
+        addr = self._address(address)
+        await self.fund_dev(addr, wei)
+        return {"address": addr, "wei": str(wei), "eth": f"{wei / 10**18:.6f}"}
 
     async def rpc_info(self) -> dict:
         head = to_int(await self.rpc.call("eth_blockNumber"))

@@ -146,9 +146,12 @@ class TxManager:
         return self._gas_from(est, what=what, prefer=prefer), self._fees(head, tip)
 
     async def send(
-        self, to: str | None, data: bytes, *, value: int = 0, gas: int | None = None, what: str = "transaction", prefer: str | None = None, wait: bool = True
+        self, to: str | None, data: bytes, *, value: int = 0, gas: int | None = None, what: str = "transaction", prefer: str | None = None,
+        wait: bool = True, on_signed=None,
     ) -> dict:
-        """Estimate, sign offline, send, and (by default) wait for the receipt. `to=None` deploys."""
+        """Estimate, sign offline, send, and (by default) wait for the receipt. `to=None` deploys.
+
+        `on_signed(tx_hash, nonce, raw)` is called before the signed bytes are sent (see NonceManager.submit)."""
         if gas is None:
             gas, fees = await self.gas_and_fees(to, data, value, what=what, prefer=prefer)
         else:
@@ -168,7 +171,7 @@ class TxManager:
         def sign(nonce: int) -> tuple[bytes, str]:
             return self.signer.sign({**base, "nonce": nonce})
 
-        tx_hash, nonce = await self.nonces.submit(sign)
+        tx_hash, nonce = await self.nonces.submit(sign, on_signed=on_signed)
         log.debug("sent %s as %s (nonce %d, gas %d)", what, tx_hash, nonce, gas)
         if not wait:
             return {"transactionHash": tx_hash, "nonce": nonce}
@@ -176,6 +179,24 @@ class TxManager:
         if to_int(receipt.get("status", "0x1")) != 1:
             raise await self._explain_failure(to, data, value, receipt, what=what, prefer=prefer)
         return receipt
+
+    async def lookup(self, tx_hash: str) -> dict | None:
+        """The mined receipt of `tx_hash`, or None (pending, dropped or unknown)."""
+        receipt = await self.rpc.call("eth_getTransactionReceipt", tx_hash)
+        return receipt if receipt is not None and receipt.get("blockNumber") else None
+
+    async def rebroadcast(self, raw: bytes, tx_hash: str) -> bool:
+        """Send journaled signed bytes again (after a restart). True if the chain has the tx now; False
+        if it cannot (its nonce went to another tx): only then may the caller sign a new one."""
+        if await self.nonces.known(tx_hash):
+            return True
+        try:
+            await self.rpc.call("eth_sendRawTransaction", to_hex(raw))
+        except ChainRpcError as exc:
+            if "already known" in exc.rpc_message.lower():
+                return True
+            return await self.nonces.known(tx_hash)
+        return True
 
     async def wait_receipt(self, tx_hash: str, *, what: str = "transaction", timeout: float | None = None) -> dict:
         timeout = self.receipt_timeout_s if timeout is None else timeout

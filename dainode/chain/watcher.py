@@ -35,10 +35,13 @@ def ws_url_for(endpoint: str) -> str | None:
 
 
 class Cursor:
-    """The last processed blocks (number, hash, raw logs) — persisted atomically as JSON."""
+    """The last processed blocks (number, hash, raw logs) — in the node's State (consumer `key`), or
+    atomically as a JSON file at `path` for users without a State."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, *, state=None, key: str = "chain.watcher"):
         self.path = Path(path) if path else None
+        self.state = state
+        self.key = key
         self.recent: list[tuple[int, str, list[dict]]] = []
 
     @property
@@ -50,6 +53,15 @@ class Cursor:
         return self.recent[-1][1] if self.recent else None
 
     def load(self) -> bool:
+        if self.state is not None:
+            cur = self.state.get_cursor(self.key)
+            if cur is None:
+                return False
+            try:
+                self.recent = [(int(n), str(h), list(logs)) for n, h, logs in cur.doc["recent"]]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ChainError(f"event cursor {self.key!r} in the node's state is damaged ({exc})") from None
+            return True
         if self.path is None or not self.path.exists():
             return False
         try:
@@ -62,6 +74,12 @@ class Cursor:
         return True
 
     def save(self) -> None:
+        if self.state is not None:
+            from dainode.state import Cursor as StateCursor
+
+            doc = {"version": CURSOR_VERSION, "recent": [list(r) for r in self.recent]}
+            self.state.set_cursor(StateCursor(self.key, self.block if self.block is not None else -1, self.hash or "", doc))
+            return
         if self.path is None:
             return
         doc = {"version": CURSOR_VERSION, "block": self.block, "hash": self.hash, "recent": [list(r) for r in self.recent]}
@@ -92,6 +110,8 @@ class EventWatcher:
         contracts: ContractSet,
         *,
         cursor_path: Path | None,
+        state=None,
+        cursor_key: str = "chain.watcher",
         start_block: int = 0,
         confirmations: int = 0,
         poll_interval_s: float = 1.0,
@@ -100,7 +120,7 @@ class EventWatcher:
     ):
         self.rpc = rpc
         self.contracts = contracts
-        self.cursor = Cursor(cursor_path)
+        self.cursor = Cursor(cursor_path, state=state, key=cursor_key)
         self.start_block = start_block
         self.confirmations = confirmations
         self.poll_interval_s = poll_interval_s

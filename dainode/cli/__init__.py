@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "dainode.cli.p2p",
     "dainode.cli.store",
     "dainode.cli.chain",
+    "dainode.cli.offer",
 ]
 
 

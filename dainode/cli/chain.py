@@ -19,6 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_dir_arg(info)
     info.add_argument("--json", action="store_true", help="print the chain_info result as JSON")
     info.set_defaults(func=cmd_chain_info)
+    fund = chain_sub.add_parser("fund", help="give ADDRESS ether on this node's dev chain (anvil_setBalance)")
+    add_data_dir_arg(fund)
+    fund.add_argument("address", metavar="ADDRESS")
+    fund.add_argument("--eth", default="100", metavar="N", help="balance to set, in ether (default 100)")
+    fund.add_argument("--json", action="store_true")
+    fund.set_defaults(func=cmd_chain_fund)
 
 
 def _chain_call(args: argparse.Namespace, method: str):
@@ -54,4 +60,18 @@ def cmd_chain_info(args: argparse.Namespace) -> int:
     ]
     rows += [(name, addr) for name, addr in sorted(info["contracts"].items())]
     print_table(rows)
+    return 0
+
+
+def cmd_chain_fund(args: argparse.Namespace) -> int:
+    try:
+        out = rpc_call(args, "chain_fund", {"address": args.address, "eth": args.eth})
+    except CommandFailed as exc:
+        if "code -32601" in str(exc):
+            raise CommandFailed("the running node has no chain service (--chain none); start it with --chain dev") from None
+        raise
+    if args.json:
+        print_json(out)
+    else:
+        print(f"{out['address']} now has {out['eth']} ETH")
     return 0

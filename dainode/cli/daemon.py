@@ -9,8 +9,8 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dainode.cli.common import CommandFailed, add_data_dir_arg
-from dainode.config import build_config, default_data_dir
+from dainode.cli.common import CommandFailed, add_data_dir_arg, data_dir_of
+from dainode.config import build_config
 from dainode.errors import ConfigError, ServiceCrashed
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from dainode.datadir import DataDirLock
     from dainode.identity import backup_keys, init_identity, is_initialised, resolve_password
 
-    data_dir = Path(args.data_dir or default_data_dir()).expanduser()
+    data_dir = Path(data_dir_of(args)).expanduser()  # --data-dir, $DAINODE_DATA_DIR, $DAINODE_HOME, ~/.dainode: as every command
     prepare_data_dir(data_dir)
     if is_initialised(data_dir) and not args.force:
         raise CommandFailed(

@@ -69,10 +69,36 @@ def load_file(path: str | Path, schema: dict | None = None) -> Dataset:
     if suffix == ".npz":
         return load_npz(path, schema)
     if suffix == ".parquet":
-        # pyarrow is not a dependency (large wheel); the two formats above cover the roles' needs.
-        raise DatasetError(f"{path}: Parquet needs pyarrow, which dainode does not install; "
-                           "convert the file to CSV (with a header row) or NPZ (arrays x and y)")
-    raise DatasetError(f"{path}: unsupported dataset format {suffix!r}; use .csv or .npz")
+        return load_parquet(path, schema)
+    raise DatasetError(f"{path}: unsupported dataset format {suffix!r}; use .csv, .npz or .parquet")
+
+
+def load_parquet(path: str | Path, schema: dict) -> Dataset:
+    """Parquet table; ``schema["label_column"]`` names the integer label column, every other column is a numeric feature."""
+    import pyarrow.parquet as pq  # only when a Parquet file is loaded
+
+    label_col = schema.get("label_column")
+    if not label_col:
+        raise DatasetError(f"{path}: a Parquet dataset needs schema['label_column'] naming the label column")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises its own ArrowInvalid/OSError family
+        raise DatasetError(f"{path}: not a readable Parquet file: {exc}") from None
+    names = list(table.column_names)
+    if label_col not in names:
+        raise DatasetError(f"{path}: label column {label_col!r} not in columns {names}")
+    feat_names = [n for n in names if n != label_col]
+    cols = []
+    for n in feat_names:
+        col = table.column(n).to_numpy(zero_copy_only=False)
+        if col.dtype.kind not in "fiub":
+            raise DatasetError(f"{path}: column {n!r} has type {table.schema.field(n).type}, not a number")
+        cols.append(col.astype(np.float64))
+    y = table.column(label_col).to_numpy(zero_copy_only=False)
+    if y.dtype.kind not in "iuf" or (y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y)))):
+        raise DatasetError(f"{path}: label column {label_col!r} does not hold integer labels")
+    x = np.stack(cols, axis=1) if cols else np.zeros((len(y), 0))
+    return validate(Dataset(x, y.astype(np.int64), feat_names, Path(path).name), schema)
 
 
 def load_csv(path: str | Path, schema: dict) -> Dataset:

@@ -250,6 +250,7 @@ class Gossip(Service):
         self._last_ts = 0
         self._local_pending: dict[bytes, GossipMessage | None] = {}
         self.undelivered = 0
+        self.stats_hooks: dict[str, Any] = {}  # name -> () -> dict: checks done above this layer (e.g. the offer index)
         self._nursery: trio.Nursery | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -381,6 +382,8 @@ class Gossip(Service):
         out["topics"] = {t: len(self.pubsub.peer_topics.get(t, ())) for t in topics}
         out["mesh"] = {t: len(self.router.mesh.get(t, ())) for t in topics}
         out["time"] = time.time()
+        for name, fn in self.stats_hooks.items():
+            out[name] = fn()
         return out
 
 

@@ -98,8 +98,8 @@ class P2PRpc:
             "known_eth_addresses": self.p2p.known_eth_addresses(),
         }
 
-    async def gossip_publish(self, topic: str, body: dict) -> dict:
-        """Publish a diagnostic message (type "diag") on a /dai/1/ topic."""
+    async def gossip_publish(self, topic: str, body: dict, type: str = "diag") -> dict:
+        """Publish a message (type "diag" unless given) on a /dai/1/ topic, signed by this node."""
         if not isinstance(topic, str) or not topic.startswith(PREFIX):
             raise RpcError(RpcError.INVALID_PARAMS, f"topic must start with {PREFIX} (e.g. {PREFIX}offers)")
         if not isinstance(body, dict):
@@ -108,8 +108,10 @@ class P2PRpc:
             check_body(body)
         except ValueError as exc:
             raise RpcError(RpcError.INVALID_PARAMS, f"invalid params: {exc}") from None
+        if not isinstance(type, str) or not type:
+            raise RpcError(RpcError.INVALID_PARAMS, "type must be a non-empty string")
         try:
-            msg = await self.p2p.gossip.publish(topic, "diag", body)
+            msg = await self.p2p.gossip.publish(topic, type, body)
         except P2PError as exc:
             if "invalid gossip topic" in str(exc) or "exceeds" in str(exc):
                 raise RpcError(RpcError.INVALID_PARAMS, str(exc)) from None

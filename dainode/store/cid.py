@@ -149,6 +149,16 @@ def decode_multihash(mh: bytes) -> tuple[int, bytes]:
     return code, bytes(digest)
 
 
+def hash_digest(code: int, data: bytes) -> bytes:
+    """The digest of `data` under multihash function `code` (identity included): the one table every
+    part of the store (CIDs, bitswap block prefixes) verifies with. ValueError if unsupported."""
+    if code == IDENTITY:
+        return bytes(data)
+    if code in _HASHERS:
+        return _HASHERS[code][0](data)
+    raise ValueError(f"unsupported hash function 0x{code:x}")
+
+
 def multihash(data: bytes, code: int = SHA2_256) -> bytes:
     if code == IDENTITY:
         digest = bytes(data)

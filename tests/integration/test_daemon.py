@@ -15,7 +15,7 @@ from tests.integration.daemon import daemon_env, raw_request, run_cli
 
 
 def test_start_status_and_admin_errors(daemon_factory):
-    node = daemon_factory("a", roles=["compute", "data"]).start()
+    node = daemon_factory("a", roles=["compute", "data"], chain="dev").start(timeout=120)  # these roles need a chain
     out = run_cli("status", "--json", "--data-dir", str(node.data_dir))
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
@@ -122,7 +122,7 @@ def test_env_config_and_wrong_password(tmp_path):
 
 
 def test_roles_from_environment_and_json_logs(daemon_factory):
-    node = daemon_factory("a", env={"DAINODE_ROLES": "model"}, extra_args=["--log-format", "json"])
+    node = daemon_factory("a", env={"DAINODE_ROLES": "model"}, chain="dev", extra_args=["--log-format", "json"])
     node.start()  # no --roles flag: the environment decides
     assert node.info["roles"] == ["model"]
     first = node.log_path.read_text().splitlines()[0]

@@ -7,7 +7,7 @@ import logging
 import pytest
 import trio
 
-from dainode.errors import ServiceCrashed
+from dainode.errors import ServiceCrashed, ServiceNotRunning
 from dainode.service import Service, start_supervised
 
 
@@ -73,3 +73,56 @@ async def test_crash_before_started_is_reported_to_the_starter():
             await start_supervised(nursery, EarlyCrash())
     crash, rest = info.value.split(ServiceCrashed)
     assert rest is None and "early" in str(crash.exceptions[0]) and "port in use" in str(crash.exceptions[0])
+
+
+# --- the started event and use-before-start -----------------------------------------------
+
+
+def test_service_is_abstract():
+    class NoRun(Service):
+        pass
+
+    with pytest.raises(TypeError):
+        NoRun()
+
+
+async def test_started_event_and_running_flag():
+    s = Sleeper()
+    assert not s.running
+    with pytest.raises(ServiceNotRunning, match="has not started"):
+        s.require_running("a job")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(s.run)  # not via nursery.start: wait_started is the only signal
+        with trio.fail_after(5):
+            await s.wait_started()
+        assert s.running
+        s.require_running("a job")
+        nursery.cancel_scope.cancel()
+    assert not s.running
+    with pytest.raises(ServiceNotRunning, match="stopped"):
+        s.require_running("a job")
+
+
+async def test_bitswap_spawn_before_start_raises_instead_of_dropping():
+    from dainode.store.bitswap import Bitswap
+
+    class Host:
+        def set_stream_handler(self, *a):
+            pass
+
+    engine = Bitswap(Host(), blocks=None)
+    ran = []
+
+    async def work():
+        ran.append(1)
+
+    with pytest.raises(ServiceNotRunning, match="bitswap"):
+        engine.spawn(work)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        engine.spawn(work)
+        await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert ran == [1]
+    with pytest.raises(ServiceNotRunning):
+        engine.spawn(work)

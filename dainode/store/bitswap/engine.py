@@ -10,7 +10,8 @@ import trio
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
-from dainode.errors import InvalidBlock, ProtocolError
+from dainode.errors import InvalidBlock, ProtocolError, ServiceNotRunning
+from dainode.service import Service
 from dainode.store.bitswap import wire, yamux_wait
 from dainode.store.bitswap.outbox import Outbox
 
@@ -75,7 +76,7 @@ class Want:
         self.changed = trio.Event()
 
 
-class Bitswap:
+class Bitswap(Service):
     """Bitswap 1.2.0 (serving also 1.1.0/1.0.0) on a running libp2p host.
 
     `run()` registers the stream handlers and owns the per-peer sender tasks. Sessions
@@ -103,6 +104,8 @@ class Bitswap:
 
     # --- lifecycle ---------------------------------------------------------------------
 
+    name = "bitswap"
+
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -115,8 +118,11 @@ class Bitswap:
                 self._nursery = None
 
     def spawn(self, fn, *args) -> None:
-        if self._nursery is not None:
-            self._nursery.start_soon(fn, *args)
+        """Run `fn(*args)` in the engine's nursery; ServiceNotRunning (never a silent drop) if it is not running."""
+        self.require_running(f"bitswap work ({getattr(fn, '__qualname__', fn)})")
+        if self._nursery is None:  # cancelled, between the nursery closing and run() returning
+            raise ServiceNotRunning("the bitswap service is stopping; cannot start more work")
+        self._nursery.start_soon(fn, *args)
 
     def connected_peers(self) -> list[ID]:
         return [p for p, conns in list(self.host.get_network().connections.items()) if conns]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 from libp2p.bitswap.pb.bitswap_pb2 import Message
 
 from dainode.errors import ProtocolError
-from dainode.store.cid import decode_varint, encode_varint
+from dainode.store.cid import decode_varint, encode_varint, hash_digest
 
 PROTOCOL_120 = "/ipfs/bitswap/1.2.0"
 PROTOCOL_110 = "/ipfs/bitswap/1.1.0"
@@ -24,13 +23,7 @@ MAX_BLOCK_SIZE = 2 * 1024 * 1024
 DAG_PB = 0x70
 SHA2_256 = 0x12
 
-# multihash code -> function of the data returning the digest
-_HASHERS = {
-    0x00: lambda data: bytes(data),  # identity
-    0x12: lambda data: hashlib.sha256(data).digest(),
-    0x13: lambda data: hashlib.sha512(data).digest(),
-    0xB220: lambda data: hashlib.blake2b(data, digest_size=32).digest(),
-}
+IDENTITY = 0x00
 
 
 # --- uvarints ---------------------------------------------------------------------------
@@ -160,11 +153,11 @@ def cid_for_block(prefix: bytes | None, data: bytes) -> CidParts:
         length, pos = decode_uvarint(prefix, pos)
         if pos != len(prefix):
             raise ProtocolError("trailing bytes in block prefix")
-    hasher = _HASHERS.get(code)
-    if hasher is None:
-        raise ProtocolError(f"unsupported multihash code 0x{code:x} in block prefix")
-    digest = hasher(data)
-    if code != 0x00:
+    try:
+        digest = hash_digest(code, data)  # the store's table: what verifies in the store travels over bitswap
+    except ValueError:
+        raise ProtocolError(f"unsupported multihash code 0x{code:x} in block prefix") from None
+    if code != IDENTITY:
         if length > len(digest):
             raise ProtocolError("block prefix asks for a longer digest than the hash gives")
         digest = digest[:length]

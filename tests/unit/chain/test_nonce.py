@@ -16,22 +16,33 @@ class FakeChain:
         self.count = start
         self.sent: list[int] = []
         self.fail_next: Exception | None = None
+        self.lose_reply = False  # accept the tx, then fail as a timed-out transport would
+        self.mined: set[str] = set()
 
     async def call(self, method, *params):
         if method == "eth_getTransactionCount":
             return hex(self.count)
+        if method == "eth_getTransactionByHash":
+            return {"hash": params[0]} if params[0] in self.mined else None
         assert method == "eth_sendRawTransaction"
         await trio.sleep(0)  # let other senders run: the lock must still serialise
         if self.fail_next is not None:
             exc, self.fail_next = self.fail_next, None
             raise exc
         nonce = int(params[0][2:], 16)
+        if self.lose_reply and nonce == self.count:
+            self.lose_reply = False
+            self.count += 1
+            self.sent.append(nonce)
+            self.mined.add(f"0xhash{nonce}")
+            raise ChainUnavailable("read timeout")
         if nonce < self.count:
             raise ChainRpcError(method, -32003, "nonce too low")
         if nonce > self.count:
             raise ChainRpcError(method, -32000, "nonce gap")
         self.count += 1
         self.sent.append(nonce)
+        self.mined.add(f"0xhash{nonce}")
         return "0x"
 
 
@@ -82,3 +93,25 @@ async def test_other_rejections_are_raised_and_do_not_consume_the_nonce():
         await nm.submit(signer)
     _, nonce = await nm.submit(signer)
     assert nonce == 0
+
+
+async def test_a_lost_reply_is_looked_up_by_hash_not_resigned():
+    chain = FakeChain()
+    nm = NonceManager(chain, "0xme")
+    journal = []
+    chain.lose_reply = True
+    tx_hash, nonce = await nm.submit(signer, on_signed=lambda h, n, raw: journal.append((h, n)))
+    assert (tx_hash, nonce) == ("0xhash0", 0) and chain.sent == [0]  # landed once, reported as sent
+    assert journal == [("0xhash0", 0)]
+    _, nonce = await nm.submit(signer)
+    assert nonce == 1 and chain.sent == [0, 1]
+
+
+async def test_nonce_too_low_for_our_own_mined_copy_is_not_resigned():
+    chain = FakeChain()
+    nm = NonceManager(chain, "0xme")
+    chain.mined.add("0xhash0")  # an earlier copy of the same bytes was mined (the transport retried)
+    chain.count = 1
+    nm._next = 0
+    tx_hash, nonce = await nm.submit(signer)
+    assert (tx_hash, nonce) == ("0xhash0", 0) and chain.sent == []

@@ -6,6 +6,7 @@ import json
 
 import eth_abi
 import pytest
+import trio
 from eth_utils import keccak
 
 from dainode.chain.contracts import load_contracts
@@ -222,3 +223,72 @@ async def test_an_endpoint_whose_logs_never_match_its_headers_is_an_error_not_a_
     w = EventWatcher(chain, CONTRACTS, cursor_path=None, start_block=1)
     with pytest.raises(ChainError, match="do not chain"):
         await w.sync_once()
+
+
+# --- role-facing subscriptions: durable per-consumer cursor, backfill then live ------------
+
+
+async def _take(sub, n):
+    out = []
+    with trio.fail_after(5):
+        for _ in range(n):
+            ev = await sub.__anext__()
+            out.append((ev.args["offerId"], ev.removed))
+    return out
+
+
+async def test_late_subscriber_gets_backfill_then_live_and_resumes_from_its_cursor():
+    from dainode.chain.subscribe import EventSubscription
+    from dainode.state import open_state
+
+    chain = FakeChain()
+    state = open_state(None)
+    chain.mine(1, 2)
+    chain.mine(3)
+    w = EventWatcher(chain, CONTRACTS, cursor_path=None, state=state, start_block=1)
+    await w.sync_once()  # the watcher is past these events before anyone subscribes
+    sub = EventSubscription(chain, CONTRACTS, w, state, "offers", "Registry", events=["OfferWithdrawn"], start_block=1)
+    await sub.open()
+    assert await _take(sub, 3) == [(1, False), (2, False), (3, False)]
+    chain.mine(4)
+    await w.sync_once()
+    assert await _take(sub, 1) == [(4, False)]
+    chain.mine()
+    await w.sync_once()
+    with trio.move_on_after(0.2):
+        await sub.__anext__()  # nothing more; coming back marks everything handled
+    assert state.get_cursor("offers").block == 4  # the newest block, although it had no event
+    await sub.aclose()
+    # restart: a new subscription for the same consumer starts after its cursor; another consumer from the start
+    chain.mine(5)
+    again = EventSubscription(chain, CONTRACTS, w, state, "offers", "Registry", start_block=1)
+    await again.open()
+    assert await _take(again, 1) == [(5, False)]
+    other = EventSubscription(chain, CONTRACTS, w, state, "index", "Registry", args={"offerId": 3}, start_block=1)
+    await other.open()
+    assert await _take(other, 1) == [(3, False)]
+    assert state.get_cursor("chain.watcher").block == 4  # the watcher's own cursor is in State too
+
+
+async def test_an_event_being_handled_at_a_crash_is_delivered_again():
+    from dainode.chain.subscribe import EventSubscription
+    from dainode.state import open_state
+
+    chain = FakeChain()
+    state = open_state(None)
+    chain.mine(1)
+    chain.mine(2)
+    w = EventWatcher(chain, CONTRACTS, cursor_path=None, start_block=1)
+    sub = EventSubscription(chain, CONTRACTS, w, state, "c", "Registry", start_block=1)
+    await sub.open()
+    assert await _take(sub, 2) == [(1, False), (2, False)]  # crash while handling offer 2
+    again = EventSubscription(chain, CONTRACTS, w, state, "c", "Registry", start_block=1)
+    await again.open()
+    assert await _take(again, 1) == [(2, False)]
+
+
+async def test_unknown_event_names_are_refused():
+    from dainode.chain.subscribe import EventSubscription
+
+    with pytest.raises(ChainError, match="no event 'Nope'"):
+        EventSubscription(FakeChain(), CONTRACTS, None, None, "c", "Registry", events=["Nope"])

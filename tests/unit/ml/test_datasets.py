@@ -108,9 +108,28 @@ def test_npz_good_and_errors(tmp_path):
         load_file(tmp_path / "junk.npz")
 
 
+def test_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"a": [1.0, 2.0, 3.0], "b": [4, 5, 6], "y": [0, 1, 0]}), tmp_path / "d.parquet")
+    ds = load_file(tmp_path / "d.parquet", {"label_column": "y"})
+    assert ds.x.shape == (3, 2) and ds.y.tolist() == [0, 1, 0] and ds.feature_names == ["a", "b"]
+    with pytest.raises(DatasetError, match="label column 'target' not in columns"):
+        load_file(tmp_path / "d.parquet", {"label_column": "target"})
+    with pytest.raises(DatasetError, match="needs schema\\['label_column'\\]"):
+        load_file(tmp_path / "d.parquet")
+    pq.write_table(pa.table({"a": ["x", "y"], "y": [0, 1]}), tmp_path / "s.parquet")
+    with pytest.raises(DatasetError, match="column 'a' has type string, not a number"):
+        load_file(tmp_path / "s.parquet", {"label_column": "y"})
+    pq.write_table(pa.table({"a": [1.0, float("nan")], "y": [0, 1]}), tmp_path / "n.parquet")
+    with pytest.raises(DatasetError, match="missing value"):
+        load_file(tmp_path / "n.parquet", {"label_column": "y"})
+    with pytest.raises(DatasetError, match="not a readable Parquet"):
+        load_file(write(tmp_path, "junk.parquet", "x"), {"label_column": "y"})
+
+
 def test_other_formats(tmp_path):
-    with pytest.raises(DatasetError, match="Parquet needs pyarrow"):
-        load_file(write(tmp_path, "d.parquet", "x"))
     with pytest.raises(DatasetError, match="unsupported dataset format '.xlsx'"):
         load_file(write(tmp_path, "d.xlsx", "x"))
     with pytest.raises(DatasetError, match="does not exist"):

@@ -114,3 +114,17 @@ def test_garbage_message():
 def test_cid_class_agrees():
     c = CID.parse("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy")
     assert wire.parse_cid_bytes(c.to_bytes()).multihash == c.multihash
+
+
+def test_every_hash_the_store_verifies_is_accepted_in_a_block_prefix():
+    from dainode.store.cid import BLAKE2B_256, CID, SHA2_256, SHA2_512, SHA3_256, encode_varint, multihash, verify_block
+
+    data = b"one table for the store and bitswap"
+    for code in (SHA2_256, SHA2_512, SHA3_256, BLAKE2B_256):
+        mh = multihash(data, code)
+        cid = CID(1, 0x55, mh)
+        verify_block(cid, data)  # the store accepts it ...
+        length = len(mh) - len(encode_varint(code)) - 1
+        prefix = encode_varint(1) + encode_varint(0x55) + encode_varint(code) + encode_varint(length)
+        parts = wire.cid_for_block(prefix, data)  # ... and so does bitswap
+        assert (parts.mh_code, parts.digest) == (code, mh[-length:])

@@ -1,0 +1,40 @@
+"""The computation provider role: publish a resource spec (cores, memory, JAX devices, capacity, privacy modes) as an offer."""
+
+from __future__ import annotations
+
+import trio
+
+from dainode.errors import ConfigError
+from dainode.roles.base import Role
+from dainode.roles.offers import OfferPublisher, base_document, check_price
+
+
+class ComputeRole(Role):
+    name = "compute"
+    kind = "compute"
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.publisher = OfferPublisher(ctx)
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        self.check()
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            nursery.start_soon(self.publisher.resume_all, self.kind)
+            await trio.sleep_forever()
+
+    def rpc_methods(self) -> dict:
+        return {"offer_create_compute": self.rpc_create}
+
+    async def rpc_create(self, price_wei: str | int, capacity: int = 1) -> dict:
+        """Describe this machine, publish and register the compute offer; {offer_id, cid, tx}."""
+        self.require_running("offer_create_compute")
+        price = check_price(price_wei)
+        if not isinstance(capacity, int) or capacity < 1:
+            raise ConfigError(f"capacity must be a whole number of concurrent jobs >= 1, got {capacity!r}", key="capacity")
+        from dainode.ml.devices import compute_spec  # jax: only when an offer is made
+
+        spec = await trio.to_thread.run_sync(compute_spec, capacity)
+        doc = {**base_document(self.kind, self.ctx, price), **spec}
+        return await self.publisher.publish(self.kind, doc)
