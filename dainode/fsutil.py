@@ -77,9 +77,16 @@ def create_exclusive(path: Path, data: bytes, *, mode: int = 0o600) -> None:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists (one of another user counts as alive)."""
+    """Whether a process with this id is running: a zombie counts as exited, one of another user as alive."""
     if pid <= 0:
         return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):  # no /proc: ask the kernel
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

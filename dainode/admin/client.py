@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dainode.errors import NestingTooDeep, NodeNotRunningError, RpcError
+from dainode.fsutil import pid_alive
 from dainode.limits import check_json_depth
 
 ADMIN_SOCKET = "admin.sock"
@@ -32,23 +33,6 @@ def daemon_pid(data_dir: str | Path) -> int | None:
         return int((Path(data_dir).expanduser() / LOCK_FILE).read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def pid_alive(pid: int) -> bool:
-    """Is `pid` a live process (a zombie counts as exited)?"""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
-    except (OSError, IndexError):  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
 
 
 def why_not_answering(path: Path) -> str:

@@ -8,7 +8,8 @@ import shlex
 import sys
 import time
 
-from dainode.admin.client import AdminClient, pid_alive, socket_path
+from dainode.admin.client import AdminClient, socket_path
+from dainode.fsutil import pid_alive
 from dainode.cli.common import CommandFailed, add_data_dir_arg, data_dir_of, print_json, print_table, rpc_call
 from dainode.errors import NodeNotRunningError, RpcError
 

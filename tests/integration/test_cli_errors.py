@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dainode.admin.client import pid_alive
+from dainode.fsutil import pid_alive
 from tests.integration.daemon import dainode_cmd, daemon_env, run_cli
 
 

@@ -10,7 +10,8 @@ import threading
 
 import pytest
 
-from dainode.admin.client import AdminClient, pid_alive, why_not_answering
+from dainode.admin.client import AdminClient, why_not_answering
+from dainode.fsutil import pid_alive
 from dainode.errors import NodeNotRunningError
 
 
