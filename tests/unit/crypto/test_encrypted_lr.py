@@ -147,7 +147,8 @@ def test_dataset_serialisation(setup, packing):
     back = elr.EncryptedDataset.from_bytes(trainer_ctx, blob)
     assert (back.packing, back.n_samples, back.n_features) == (packing, 5, N_FEATURES)
     flat = np.concatenate([key_ctx.decrypt(v) for v in back.features])
-    assert np.allclose(flat, (x[:5] if packing == elr.ROWS else x[:5].T).ravel(), atol=1e-4)
+    # fresh-encryption noise at scale 2^26: max |error| measured 1.3e-4 over 80 encryptions (1e-4 failed 6 of them)
+    assert np.allclose(flat, (x[:5] if packing == elr.ROWS else x[:5].T).ravel(), atol=5e-4)
     for bad in (blob[:-1], blob + b"\0", b"DELD" + blob[4:5] + b"\x07" + blob[6:], blob[:6] + (6).to_bytes(4, "big") + blob[10:]):
         with pytest.raises(CryptoError):
             elr.EncryptedDataset.from_bytes(trainer_ctx, bad)
