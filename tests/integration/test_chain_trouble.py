@@ -95,5 +95,15 @@ def test_a_30_s_endpoint_outage_pauses_the_nodes_and_they_catch_up(daemon_factor
         info = b.rpc("chain_info")
         assert info["events"]["cursor"] is not None and info["events"]["cursor"] >= int(logs[0]["blockNumber"], 16) - 1
         assert b.stop() == 0 and c.stop() == 0
+
+        # The offer refused during the outage is not "resumed" by a restart: the user was told it
+        # failed and made another; a second registration would be a duplicate they never asked for.
+        offset = b.log_path.stat().st_size
+        again = daemon_factory("b", chain=anvil.url, roles=["compute"], env=env).start(timeout=120)
+        assert again.rpc("chain_info")["head"] >= info["head"]
+        time.sleep(3)  # resuming interrupted publications runs as the role starts
+        logs = registered_by(anvil, registry, b.info["address"])
+        assert [int(lg["topics"][1], 16) for lg in logs] == [mine], (logs, again.log_path.read_bytes()[offset:].decode())
+        assert again.stop() == 0
     finally:
         anvil.stop()
