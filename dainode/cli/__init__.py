@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "dainode.cli.store",
     "dainode.cli.chain",
     "dainode.cli.offer",
+    "dainode.cli.task",
 ]
 
 
