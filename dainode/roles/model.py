@@ -63,7 +63,8 @@ class ModelRole(Role):
     # --- task create --------------------------------------------------------------------------
 
     async def rpc_create(self, manifest_toml: str, base_dir: str | None = None, grace_ms: float | None = None,
-                         matching_wait_s: float | None = None, challenge_window_s: int = CHALLENGE_WINDOW_S) -> dict:
+                         matching_wait_s: float | None = None, challenge_window_s: int = CHALLENGE_WINDOW_S,
+                         arbiter: str | None = None) -> dict:
         """Validate the manifest, make the task's keys and documents, open it on chain and start matching."""
         self.require_running("task_create")
         from dainode.tasks.manifest import parse_manifest
@@ -79,11 +80,17 @@ class ModelRole(Role):
                               "the CKKS mode is a later issue", key="task.privacy")
         if not isinstance(challenge_window_s, int) or not 60 <= challenge_window_s <= 30 * 86400:
             raise ConfigError(f"challenge_window_s must be 60..2592000 s (the contract's bounds), got {challenge_window_s!r}")
+        authority = await self.tc._c.call("TrainingTask", "authority")
+        if (arbiter or authority).lower() == self.ctx.keys.address.lower():
+            raise ConfigError(f"the task's arbiter would be this node ({self.ctx.keys.address}), which the contract refuses: "
+                              "it is the TrainingTask authority (it deployed the contracts); open tasks from another "
+                              "account or pass another arbiter", key="arbiter")
         settings = {k: v for k, v in (("grace_ms", grace_ms), ("matching_wait_s", matching_wait_s)) if v is not None}
         body = manifest.to_bytes()
         sid = f"task-create-{hashlib.sha256(body + os.urandom(8)).hexdigest()[:20]}"
         self.ctx.state.begin_step(sid, STEP_KIND, {"manifest": manifest.to_document(), "base_dir": base_dir,
-                                                   "settings": settings, "challenge_window_s": challenge_window_s})
+                                                   "settings": settings, "challenge_window_s": challenge_window_s,
+                                                   "arbiter": arbiter})
         return await self.resume_create(sid)
 
     async def resume_create(self, sid: str) -> dict:
@@ -127,7 +134,8 @@ class ModelRole(Role):
                 manifest=CID.parse(step.effect["manifest_cid"]), he_public_key=CID.parse(step.effect["manifest_cid"]),
                 enc_public_key=CID.parse(step.effect["key_cid"]), test_set_commitment=commitment, rounds=t.rounds,
                 round_duration=rd, aggregation_window=aw, challenge_window=int(step.intent["challenge_window_s"]),
-                deadline=now + TaskParams.span(t.rounds, rd, aw) + DEADLINE_MARGIN_S, quorum=t.quorum)
+                deadline=now + TaskParams.span(t.rounds, rd, aw) + DEADLINE_MARGIN_S, quorum=t.quorum,
+                arbiter=step.intent.get("arbiter"))
             params = await self._with_model0(params, manifest, key, sid)
             receipt = await tc.send("openTask", params.to_abi(), value=t.reward_pool_wei, state=state, step_id=sid)
             task_id = int(tc.event(receipt, "TaskOpened").args["taskId"])

@@ -82,7 +82,8 @@ async def opened_task(ctx, tc, task_id: int) -> OpenedTask:
     return OpenedTask(
         ref=TaskRef(tc.chain_id, tc.address, int(task_id)), model_provider=ev.args["modelProvider"],
         pool_wei=int(ev.args["pool"]), manifest=manifest, manifest_cid=str(cids["manifest"]),
-        key_cid=str(cids["encPublicKey"]), model0_cid=str(cids.get("hePublicKey", "")), params=tuple(ev.args["params"]),
+        key_cid=str(cids["encPublicKey"]), model0_cid=str(cids.get("hePublicKey", "")), public_key=pub,
+        params=tuple(ev.args["params"]),
         block=ev.block_number,
     )
 
