@@ -89,6 +89,7 @@ class TaskLog:
 
     @property
     def phase(self) -> str:
+        """As `task_status`'s phase: matching, training, split_posted, challenged, final, abandoned (see `revealed`)."""
         if self.abandoned is not None:
             return "abandoned"
         if self.finalized is not None:
@@ -96,7 +97,7 @@ class TaskLog:
         if self.challenges:
             return "challenged"
         if self.split is not None:
-            return "revealed" if self.revealed else "split_posted"
+            return "split_posted"
         if self.started:
             return "training"
         return "matching" if self.model_provider else "unknown"
@@ -240,7 +241,7 @@ def check_payments(log: TaskLog) -> list[Difference]:
 def summary(log: TaskLog) -> dict[str, Any]:
     """A JSON-able view for task_watch / task_verify output (amounts as decimal strings)."""
     return {
-        "task_id": log.task_id, "phase": log.phase, "rounds": log.rounds, "round": len(log.models),
+        "task_id": log.task_id, "phase": log.phase, "revealed": log.revealed, "rounds": log.rounds, "round": len(log.models),
         "model_provider": log.model_provider, "pool_wei": str(log.pool), "matches": len(log.matches),
         "updates": {str(r): len(log.updates_of(r)) for r in range(log.rounds)},
         "challenges": [{"challenger": str(e.args.get("challenger")), "evidence": e.cids.get("evidence", "")} for e in log.challenges],
