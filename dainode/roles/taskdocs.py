@@ -137,6 +137,21 @@ def shared(ctx, name: str, factory):
     return store[name]
 
 
+async def retrying(what: str, fn, *args) -> None:
+    """Run an event follower forever: a chain endpoint outage is logged and retried with backoff, never fatal."""
+    from dainode.errors import ChainError
+
+    backoff = 1.0
+    while True:
+        try:
+            await fn(*args)
+            return
+        except ChainError as exc:
+            log.warning("%s: chain events unavailable (%s); retrying in %.0f s", what, exc, backoff)
+        await trio.sleep(backoff)
+        backoff = min(backoff * 2, 30.0)
+
+
 def node_roles(ctx) -> set:
     """Names of the task roles this node runs (each registers itself when built)."""
     return shared(ctx, "roles", set)
