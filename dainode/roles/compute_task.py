@@ -124,7 +124,10 @@ class Job:
 
     async def run(self) -> None:
         try:
-            await self._run()
+            async with trio.open_nursery() as bg:
+                self._bg = bg  # best-effort pushes, off the critical path
+                await self._run()
+                bg.cancel_scope.cancel()
         except DainodeError as exc:
             log.error("task %d match %d: compute job stopped: %s", self.task_id, self.match_id, exc)
             self._save("failed", error=str(exc))
@@ -217,13 +220,12 @@ class Job:
             cid = await self.ctx.content.put_bytes(sealed)
             step = self.ctx.state.record_effect(sid, update_cid=str(cid))
         peer = self.owner.mp_peers.get(self.task_id)
+        if peer and sealed is not None:
+            self._bg.start_soon(self._push, peer, t, step.effect["update_cid"], sealed)
         try:
-            async with trio.open_nursery() as n:
-                if peer and sealed is not None:
-                    n.start_soon(self._push, peer, t, step.effect["update_cid"], sealed)
-                receipt = await self.tc.send("submitUpdate", self.task_id, self.match_id, t,
-                                             *chain_cid(step.effect["update_cid"]), state=self.ctx.state, step_id=sid)
-                tx = receipt["transactionHash"]
+            receipt = await self.tc.send("submitUpdate", self.task_id, self.match_id, t,
+                                         *chain_cid(step.effect["update_cid"]), state=self.ctx.state, step_id=sid)
+            tx = receipt["transactionHash"]
         except TransactionReverted as exc:
             log.warning("task %d match %d round %d: update not accepted by the chain: %s", self.task_id, self.match_id, t, exc)
             tx = None

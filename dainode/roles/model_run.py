@@ -83,6 +83,7 @@ class TaskRun:
     async def run(self) -> None:
         try:
             async with trio.open_nursery() as nursery:
+                self._bg = nursery  # best-effort pushes live here, off the rounds' critical path
                 await nursery.start(self._intake)
                 await self.match()
                 if self.phase == "abandoned":
@@ -306,10 +307,9 @@ class TaskRun:
         result_cid = await self.ctx.content.put_bytes(result.to_bytes())
         from dainode.roles.taskchain import chain_cid
 
-        async with trio.open_nursery() as n:  # the bytes travel to the CPs while the publish is mined
-            n.start_soon(self.push_model, t, result, result_cid, blob, model_cid)
-            await self.step_tx(f"round-{t}", "publishGlobalModel", self.task_id, t, *chain_cid(result_cid),
-                               intent={"round": t, "result_cid": str(result_cid)})
+        self._bg.start_soon(self.push_model, t, result, result_cid, blob, model_cid)  # travels while the tx is mined
+        await self.step_tx(f"round-{t}", "publishGlobalModel", self.task_id, t, *chain_cid(result_cid),
+                           intent={"round": t, "result_cid": str(result_cid)})
         t_pub = trio.current_time()
         self.outcomes.append(out)
         self.results.append(result)
