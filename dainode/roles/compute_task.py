@@ -220,7 +220,7 @@ class Job:
             cid = await self.ctx.content.put_bytes(sealed)
             step = self.ctx.state.record_effect(sid, update_cid=str(cid))
         peer = self.owner.mp_peers.get(self.task_id)
-        if peer and sealed is not None:
+        if peer and sealed is not None and neg.pushes_enabled():
             self._bg.start_soon(self._push, peer, t, step.effect["update_cid"], sealed)
         try:
             receipt = await self.tc.send("submitUpdate", self.task_id, self.match_id, t,

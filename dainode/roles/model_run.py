@@ -331,7 +331,7 @@ class TaskRun:
         return out.params
 
     async def push_model(self, t: int, result, result_cid, blob: bytes, model_cid) -> None:
-        if t + 1 >= self.manifest.task.rounds or len(blob) > neg.MAX_PUSH - 64 * 1024:
+        if not neg.pushes_enabled() or t + 1 >= self.manifest.task.rounds or len(blob) > neg.MAX_PUSH - 64 * 1024:
             return  # nobody trains on the final model; a large one goes by bitswap
         msg = {"v": neg.VERSION, "type": neg.ROUND_MODEL, "task_id": self.task_id, "round": t, "result": result.to_bytes(),
                "result_cid": str(result_cid), "model": blob, "model_cid": str(model_cid)}
