@@ -105,8 +105,11 @@ class KeyVault:
 
     def save(self, ref: str, key: TaskKey) -> Path:
         path = task_key_path(self.data_dir, ref)
-        if not path.exists():
-            key.save(self.data_dir, ref, self._password, light_kdf=self.light_kdf)
+        if path.exists():  # a resumed step saves the same key again; another key under that name is a bug
+            if self.load(ref).reveal_bytes() != key.reveal_bytes():
+                raise TaskError(f"task key {ref!r} already exists with another key; refusing to replace it")
+            return path
+        key.save(self.data_dir, ref, self._password, light_kdf=self.light_kdf)
         self._cache[ref] = key
         return path
 
