@@ -29,11 +29,29 @@ class ComputeTasks:
     def __init__(self, role):
         self.role, self.ctx = role, role.ctx
         self.jobs: dict[tuple[int, int], "Job"] = {}
+        self.mp_peers: dict[int, str] = {}
         self.tc = None
 
     def start(self, tc, negotiator) -> None:
-        self.tc = tc
+        self.tc, self.negotiator = tc, negotiator
         negotiator.add(neg.COMPUTE_REQUEST, self.on_compute_request)
+        negotiator.add(neg.ROUND_MODEL, self.on_round_model)
+
+    async def on_round_model(self, msg: dict, peer: str) -> dict:
+        """Bytes of a round result and its global model, pushed ahead of the chain event; kept only if they hash to
+        the CIDs they claim (the event later names the result CID, which names the model CID)."""
+        task_id = neg.need(msg, "task_id", int)
+        if not any(j[0] == task_id for j in self.jobs):
+            raise neg.Refused("wrong_task", f"this node computes nothing for task {task_id}")
+        self.mp_peers[task_id] = peer  # where its updates can be pushed
+        for part in ("result", "model"):
+            data, cid = msg.get(part), neg.need(msg, f"{part}_cid", str)
+            if not isinstance(data, (bytes, bytearray)):
+                raise neg.Refused("malformed", f"field {part!r} must be bytes")
+            if str(await self.ctx.content.hash_bytes(bytes(data))) != cid:
+                raise neg.Refused("malformed", f"{part} bytes do not hash to {cid}")
+            await self.ctx.content.put_bytes(bytes(data))
+        return neg.reply(neg.ROUND_MODEL)
 
     async def on_compute_request(self, msg: dict, peer: str) -> dict:
         from dainode.tasks.keys import TaskKey
@@ -106,7 +124,10 @@ class Job:
 
     async def run(self) -> None:
         try:
-            await self._run()
+            async with trio.open_nursery() as bg:
+                self._bg = bg  # best-effort pushes, off the critical path
+                await self._run()
+                bg.cancel_scope.cancel()
         except DainodeError as exc:
             log.error("task %d match %d: compute job stopped: %s", self.task_id, self.match_id, exc)
             self._save("failed", error=str(exc))
@@ -142,6 +163,16 @@ class Job:
                        and (self.next_round == 0 or self.next_round - 1 in self.published)):
                     await self._round(self.next_round)
                     self.next_round += 1
+
+    async def _push(self, peer: str, t: int, cid: str, sealed: bytes | None) -> None:
+        if sealed is None or len(sealed) > neg.MAX_PUSH - 64 * 1024:
+            return
+        msg = {"v": neg.VERSION, "type": neg.ROUND_UPDATE, "task_id": self.task_id, "round": t, "match_id": self.match_id,
+               "update": sealed, "update_cid": cid}
+        try:
+            await self.owner.negotiator.request(peer, msg, neg.PUSH_TIMEOUT_S)
+        except DainodeError as exc:
+            log.info("task %d round %d: update push failed (%s); the model provider fetches it by CID", self.task_id, t, exc)
 
     async def _load_data(self, ev) -> None:
         if self.data is not None:
@@ -182,14 +213,18 @@ class Job:
         x, y = self.data
         out = await trio.to_thread.run_sync(lambda: compute_update(m, params, x, y, round=t, match_id=self.match_id))
         t2 = trio.current_time()
+        sealed = None  # None after a restart: the update is already on IPFS and the MP fetches it by CID
         if "update_cid" not in step.effect:
             binding = UpdateBinding(self.task.ref, self.match_id, t, self.tc.account)
             sealed = seal_update(binding, out.update, out.n_examples, [self.task.public_key.key], train_loss=out.mean_loss)
             cid = await self.ctx.content.put_bytes(sealed)
             step = self.ctx.state.record_effect(sid, update_cid=str(cid))
+        peer = self.owner.mp_peers.get(self.task_id)
+        if peer and sealed is not None and neg.pushes_enabled():
+            self._bg.start_soon(self._push, peer, t, step.effect["update_cid"], sealed)
         try:
-            receipt = await self.tc.send("submitUpdate", self.task_id, self.match_id, t, *chain_cid(step.effect["update_cid"]),
-                                         state=self.ctx.state, step_id=sid)
+            receipt = await self.tc.send("submitUpdate", self.task_id, self.match_id, t,
+                                         *chain_cid(step.effect["update_cid"]), state=self.ctx.state, step_id=sid)
             tx = receipt["transactionHash"]
         except TransactionReverted as exc:
             log.warning("task %d match %d round %d: update not accepted by the chain: %s", self.task_id, self.match_id, t, exc)

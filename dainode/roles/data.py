@@ -9,7 +9,7 @@ import trio
 from dainode.errors import ConfigError
 from dainode.roles.base import Role
 from dainode.roles.offers import OfferPublisher, base_document, check_price
-from dainode.roles.taskdocs import node_roles
+from dainode.roles.taskdocs import node_roles, retrying
 
 
 class DataRole(Role):
@@ -33,7 +33,7 @@ class DataRole(Role):
         async with trio.open_nursery() as nursery:
             task_status.started()
             nursery.start_soon(self.publisher.resume_all, self.kind)
-            nursery.start_soon(self.tasks.follow)
+            nursery.start_soon(retrying, "data provider", self.tasks.follow)
             await trio.sleep_forever()
 
     def rpc_methods(self) -> dict:

@@ -91,7 +91,8 @@ class DataTasks:
                  cp["compute_provider"])
         return neg.reply(neg.MATCH_REQUEST, compute_offer_id=cp["compute_offer_id"], compute_price_wei=str(cp["compute_price"]),
                          data_signature=sig, compute_signature=cp["signature"], cp_key_cid=cp["cp_key_cid"],
-                         compute_provider=cp["compute_provider"], data_provider=tc.account)
+                         compute_provider=cp["compute_provider"], compute_peer_id=cp["compute_peer_id"],
+                         data_provider=tc.account)
 
     def compute_candidates(self, max_cp: int, data_price: int) -> list:
         """This node's own compute offer first (its data then never leaves the machine), then the cheapest in the index."""
@@ -126,6 +127,7 @@ class DataTasks:
                 tried.append(f"{o.offer_id}: bad signature: {exc}")
                 continue
             return {"compute_offer_id": o.offer_id, "compute_price": o.price_wei, "signature": sig,
+                    "compute_peer_id": str(rep.get("compute_peer_id") or peer),
                     "cp_key_cid": neg.need(rep, "cp_key_cid", str), "compute_provider": o.owner}
         raise neg.Refused("no_compute", "no computation provider accepted: " + ("; ".join(tried) or "none fits the price"))
 

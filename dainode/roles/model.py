@@ -44,6 +44,7 @@ class ModelRole(Role):
 
         self.tc = TaskChain(self.ctx.chain)
         self.negotiator = negotiator(self.ctx)
+        self.negotiator.add("round_update", self.on_round_update)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
@@ -51,6 +52,22 @@ class ModelRole(Role):
 
     def rpc_methods(self) -> dict:
         return {"task_create": self.rpc_create}
+
+    async def on_round_update(self, msg: dict, peer: str) -> dict:
+        """A CP's sealed update bytes ahead of its UpdateSubmitted event; stored only if they hash to the claimed CID
+        (the event names the CID; the update is opened and checked when the event arrives, as any other)."""
+        from dainode.roles import negotiate as neg
+
+        task_id = neg.need(msg, "task_id", int)
+        if task_id not in self.runs:
+            raise neg.Refused("wrong_task", f"this node runs no task {task_id}")
+        data, cid = msg.get("update"), neg.need(msg, "update_cid", str)
+        if not isinstance(data, (bytes, bytearray)) or len(data) > neg.MAX_PUSH:
+            raise neg.Refused("malformed", "field 'update' must be bytes")
+        if str(await self.ctx.content.hash_bytes(bytes(data))) != cid:
+            raise neg.Refused("malformed", f"update bytes do not hash to {cid}")
+        await self.ctx.content.put_bytes(bytes(data))
+        return neg.reply(neg.ROUND_UPDATE)
 
     def manifest_cid(self, task_id: int) -> str:
         rec = self.ctx.state.get_task(str(task_id))

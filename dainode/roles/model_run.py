@@ -83,6 +83,7 @@ class TaskRun:
     async def run(self) -> None:
         try:
             async with trio.open_nursery() as nursery:
+                self._bg = nursery  # best-effort pushes live here, off the rounds' critical path
                 await nursery.start(self._intake)
                 await self.match()
                 if self.phase == "abandoned":
@@ -194,6 +195,7 @@ class TaskRun:
                 m = {"match_id": mid, "data_provider": ev.args["dataProvider"], "compute_provider": ev.args["computeProvider"],
                      "data_offer_id": offer.offer_id, "compute_offer_id": cp_offer, "data_price_wei": consent.data_price,
                      "compute_price_wei": consent.compute_price, "cp_key_cid": cp_key_cid,
+                     "compute_peer_id": str(rep.get("compute_peer_id") or ""),
                      "rows": int((offer.doc.get("dataset") or {}).get("rows") or 0) or None}
                 self.matches[mid] = m
                 self.ctx.state.put_match(MatchRecord(str(self.task_id), m["data_provider"], "matched",
@@ -305,6 +307,7 @@ class TaskRun:
         result_cid = await self.ctx.content.put_bytes(result.to_bytes())
         from dainode.roles.taskchain import chain_cid
 
+        self._bg.start_soon(self.push_model, t, result, result_cid, blob, model_cid)  # travels while the tx is mined
         await self.step_tx(f"round-{t}", "publishGlobalModel", self.task_id, t, *chain_cid(result_cid),
                            intent={"round": t, "result_cid": str(result_cid)})
         t_pub = trio.current_time()
@@ -326,6 +329,24 @@ class TaskRun:
         except DainodeError as exc:
             log.debug("round notice not sent: %s", exc)
         return out.params
+
+    async def push_model(self, t: int, result, result_cid, blob: bytes, model_cid) -> None:
+        if not neg.pushes_enabled() or t + 1 >= self.manifest.task.rounds or len(blob) > neg.MAX_PUSH - 64 * 1024:
+            return  # nobody trains on the final model; a large one goes by bitswap
+        msg = {"v": neg.VERSION, "type": neg.ROUND_MODEL, "task_id": self.task_id, "round": t, "result": result.to_bytes(),
+               "result_cid": str(result_cid), "model": blob, "model_cid": str(model_cid)}
+
+        async def one(peer: str) -> None:
+            try:
+                rep = await self.role.negotiator.request(peer, msg, neg.PUSH_TIMEOUT_S)
+                if not rep.get("ok"):
+                    log.info("task %d round %d: %s refused the model push: %s", self.task_id, t, peer, rep.get("detail"))
+            except DainodeError as exc:
+                log.info("task %d round %d: model push to %s failed (%s); it fetches by CID", self.task_id, t, peer, exc)
+
+        async with trio.open_nursery() as n:
+            for peer in sorted({m.get("compute_peer_id") for m in self.matches.values()} - {None, ""}):
+                n.start_soon(one, peer)
 
     # --- rewards (§4.5) ---------------------------------------------------------------------
 

@@ -105,8 +105,11 @@ class KeyVault:
 
     def save(self, ref: str, key: TaskKey) -> Path:
         path = task_key_path(self.data_dir, ref)
-        if not path.exists():
-            key.save(self.data_dir, ref, self._password, light_kdf=self.light_kdf)
+        if path.exists():  # a resumed step saves the same key again; another key under that name is a bug
+            if self.load(ref).reveal_bytes() != key.reveal_bytes():
+                raise TaskError(f"task key {ref!r} already exists with another key; refusing to replace it")
+            return path
+        key.save(self.data_dir, ref, self._password, light_kdf=self.light_kdf)
         self._cache[ref] = key
         return path
 
@@ -135,6 +138,21 @@ def shared(ctx, name: str, factory):
     if name not in store:
         store[name] = factory()
     return store[name]
+
+
+async def retrying(what: str, fn, *args) -> None:
+    """Run an event follower forever: a chain endpoint outage is logged and retried with backoff, never fatal."""
+    from dainode.errors import ChainError
+
+    backoff = 1.0
+    while True:
+        try:
+            await fn(*args)
+            return
+        except ChainError as exc:
+            log.warning("%s: chain events unavailable (%s); retrying in %.0f s", what, exc, backoff)
+        await trio.sleep(backoff)
+        backoff = min(backoff * 2, 30.0)
 
 
 def node_roles(ctx) -> set:

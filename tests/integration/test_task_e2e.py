@@ -210,3 +210,8 @@ def test_four_provider_task_runs_to_the_end_and_pays_exactly(net, tmp_path):
     listed = a.rpc("task_list")
     assert [t["task_id"] for t in listed] == [task_id] and listed[0]["phase"] == "final"
     (Path(net["base"]) / "timings.json").write_text(json.dumps(status["timings"]))
+
+    # a node that took no part recomputes every round and the split from the chain's events and IPFS alone
+    check = net["relay"].rpc("task_check", task_id=task_id, timeout=300)
+    assert check["ok"], check["differences"]
+    assert check["history"][-1]["accuracy"] == pytest.approx(final_acc, abs=1e-6)
