@@ -9,9 +9,7 @@ provider post a self-consistent but false split (weights swapped in the report, 
 
 from __future__ import annotations
 
-import json
 import tempfile
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
