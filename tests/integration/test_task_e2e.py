@@ -215,3 +215,21 @@ def test_four_provider_task_runs_to_the_end_and_pays_exactly(net, tmp_path):
     check = net["relay"].rpc("task_check", task_id=task_id, timeout=300)
     assert check["ok"], check["differences"]
     assert check["history"][-1]["accuracy"] == pytest.approx(final_acc, abs=1e-6)
+
+
+def test_too_few_matches_abandons_and_refunds_the_pool(net):
+    """No offer fits the price cap: after the matching wait the task is abandoned, the shortfall is reported and the
+    model provider gets its whole pool back (and withdraws it)."""
+    a, url = net["a"], net["url"]
+    cheap = MANIFEST.replace(f'max_data_price_wei = "{ETH // 2}"', f'max_data_price_wei = "{DATA_PRICE // 2}"')
+    out = a.rpc("task_create", manifest_toml=cheap, matching_wait_s=3, timeout=300)
+    task_id = out["task_id"]
+    status = wait_for("the task is abandoned", lambda: (lambda s: s if s["phase"] == "abandoned" else None)(
+        a.rpc("task_status", task_id=task_id)), 60)
+    assert status["matches"] == []
+    assert any("matched 0 of 4 providers" in f for f in status["failures"]), status["failures"]
+    assert status["refund_wei"] == str(POOL) and status["escrow_wei"] == "0"
+    tt = a.rpc("chain_info")["contracts"]["TrainingTask"]
+    mp = a.info["address"]
+    wait_for("the model provider withdrew its refund", lambda: int(
+        eth(url, "eth_call", {"to": tt, "data": "0x27e235e3" + mp[2:].lower().rjust(64, "0")}, "latest"), 16) == 0, 30)
