@@ -22,6 +22,7 @@ from dainode.p2p.service import P2PService
 from dainode.roles.base import build_roles
 from dainode.roles.context import RoleContext
 from dainode.roles.index import OfferIndex
+from dainode.roles.task_status import TaskQueries
 from dainode.service import Service, start_supervised
 from dainode.state import open_state
 from dainode.store.service import StoreService
@@ -56,6 +57,13 @@ class Node(Service):
         # Roles are built (and their layers checked: ConfigError names the flag) before anything starts.
         self.role_ctx = RoleContext.of_node(self)
         self.offer_index = OfferIndex(self.role_ctx)
+        self.task_queries = TaskQueries(self.role_ctx)
+        self.audit = None
+        if self.chain is not None:
+            from dainode.audit.service import AuditService
+
+            # every node can verify any task; a data provider also challenges a failing split
+            self.audit = AuditService(self.role_ctx, self.chain, auto_challenge="data" in config.roles)
         self.roles = build_roles(list(config.roles), self.role_ctx)
 
     # --- lifecycle --------------------------------------------------------------------
@@ -83,6 +91,9 @@ class Node(Service):
                     await self._start(nursery, self.chain)
                 # every node indexes offers; roles start after the layers they use
                 await self._start(nursery, self.offer_index)
+                await self._start(nursery, self.task_queries)
+                if self.audit is not None:
+                    await self._start(nursery, self.audit)
                 for role in self.roles:
                     await self._start(nursery, role)
                 # services may import the eth stack lazily (chain); py_ecc raises the recursion

@@ -18,6 +18,8 @@ COMMAND_MODULES = [
     "dainode.cli.store",
     "dainode.cli.chain",
     "dainode.cli.offer",
+    "dainode.cli.task",
+    "dainode.cli.task_audit",  # verify/watch join the `task` command (after any module that creates it)
 ]
 
 

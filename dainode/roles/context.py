@@ -77,6 +77,11 @@ class ContentPort:
         result = await self._store.add(io.BytesIO(data))
         return CID.parse(result["cid"])
 
+    async def hash_bytes(self, data: bytes) -> CID:
+        """The CID `put_bytes(data)` will give, computed without storing or announcing anything."""
+        result = await self._store.add(io.BytesIO(data), only_hash=True, pin=False)
+        return CID.parse(result["cid"])
+
     async def get_bytes(self, cid: CID, *, limit: int = 16 * 1024 * 1024, providers: list[str] | None = None) -> bytes:
         if providers:
             await self._store.connect_providers(providers)
@@ -183,6 +188,7 @@ class RoleContext:
     state: Any
     keys: Keys
     data_dir: Any = None
+    vault: Any = None  # per-task keys sealed with the node's password (dainode.roles.taskdocs.KeyVault)
 
     def require_chain(self, role: str) -> ChainPort:
         if self.chain is None:
@@ -202,4 +208,20 @@ class RoleContext:
             state=node.state,
             keys=Keys(node.identity.address, node.p2p.peer_id),
             data_dir=node.data_dir,
+            vault=_vault(node),
         )
+
+
+def _vault(node):
+    from dainode.identity import ETH_KEYSTORE, KDF_N_LIGHT
+    from dainode.roles.taskdocs import KeyVault
+
+    light = False
+    try:  # task keys cost what the node's own keystore costs to open (light in tests and the localnet)
+        import json
+
+        doc = json.loads((node.data_dir / ETH_KEYSTORE).read_text())
+        light = int(doc["crypto"]["kdfparams"]["n"]) <= KDF_N_LIGHT
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return KeyVault(node.data_dir, node.identity.password, light)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import trio
 
 from dainode.errors import ConfigError
 from dainode.roles.base import Role
 from dainode.roles.offers import OfferPublisher, base_document, check_price
+from dainode.roles.taskdocs import node_roles, retrying
 
 
 class DataRole(Role):
@@ -16,12 +19,21 @@ class DataRole(Role):
     def __init__(self, ctx):
         super().__init__(ctx)
         self.publisher = OfferPublisher(ctx)
+        self.auto_withdraw = os.environ.get("DAINODE_TASK_AUTO_WITHDRAW", "1") != "0"
+        node_roles(ctx).add(self.name)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         self.check()
+        from dainode.roles.data_task import DataTasks
+        from dainode.roles.negotiate import negotiator
+        from dainode.roles.taskchain import TaskChain
+
+        self.tasks = DataTasks(self)
+        self.tasks.start(TaskChain(self.ctx.chain), negotiator(self.ctx))
         async with trio.open_nursery() as nursery:
             task_status.started()
             nursery.start_soon(self.publisher.resume_all, self.kind)
+            nursery.start_soon(retrying, "data provider", self.tasks.follow)
             await trio.sleep_forever()
 
     def rpc_methods(self) -> dict:
@@ -38,4 +50,10 @@ class DataRole(Role):
         # Everything is checked before anything is published: a bad dataset raises DatasetError here.
         data = await trio.to_thread.run_sync(lambda: data_offer_document(dataset, label=label, shards=int(shards)))
         doc = {**base_document(self.kind, self.ctx, price), **data}
+        # which rows the offer stands for, so a match can provide them (the path stays on this node)
+        from dainode.roles.data_task import SOURCE_KIND, source_step_id
+
+        src = source_step_id(self.publisher.step_id(self.kind, doc))
+        self.ctx.state.begin_step(src, SOURCE_KIND, {"dataset": dataset, "label": label})
+        self.ctx.state.finish_step(src, {})
         return await self.publisher.publish(self.kind, doc)

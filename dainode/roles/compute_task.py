@@ -1,0 +1,236 @@
+"""The computation provider's side of a task: consent to jobs, fetch the data once, train each round, submit sealed updates."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import trio
+
+from dainode.chain.consent import MatchConsent
+from dainode.errors import DainodeError, TransactionReverted
+from dainode.roles import negotiate as neg
+from dainode.roles.taskdocs import auto_withdraw, fetch, fetch_json, opened_task, put_json, vault_of
+from dainode.state import TaskRecord
+from dainode.tasks.matching import compute_offer_misfits
+
+log = logging.getLogger("dainode.tasks")
+
+JOB_EVENTS = ["TrainingStarted", "DataProvided", "GlobalModelPublished", "TaskFinalized", "TaskAbandoned"]
+
+
+def record_id(task_id: int, data_offer_id: int) -> str:
+    return f"cp-{int(task_id)}-{int(data_offer_id)}"
+
+
+class ComputeTasks:
+    """Installed by ComputeRole: the compute_request handler and one Job per match it computes for."""
+
+    def __init__(self, role):
+        self.role, self.ctx = role, role.ctx
+        self.jobs: dict[tuple[int, int], "Job"] = {}
+        self.mp_peers: dict[int, str] = {}
+        self.tc = None
+
+    def start(self, tc, negotiator) -> None:
+        self.tc, self.negotiator = tc, negotiator
+        negotiator.add(neg.COMPUTE_REQUEST, self.on_compute_request)
+        negotiator.add(neg.ROUND_MODEL, self.on_round_model)
+
+    async def on_round_model(self, msg: dict, peer: str) -> dict:
+        """Bytes of a round result and its global model, pushed ahead of the chain event; kept only if they hash to
+        the CIDs they claim (the event later names the result CID, which names the model CID)."""
+        task_id = neg.need(msg, "task_id", int)
+        if not any(j[0] == task_id for j in self.jobs):
+            raise neg.Refused("wrong_task", f"this node computes nothing for task {task_id}")
+        self.mp_peers[task_id] = peer  # where its updates can be pushed
+        for part in ("result", "model"):
+            data, cid = msg.get(part), neg.need(msg, f"{part}_cid", str)
+            if not isinstance(data, (bytes, bytearray)):
+                raise neg.Refused("malformed", f"field {part!r} must be bytes")
+            if str(await self.ctx.content.hash_bytes(bytes(data))) != cid:
+                raise neg.Refused("malformed", f"{part} bytes do not hash to {cid}")
+            await self.ctx.content.put_bytes(bytes(data))
+        return neg.reply(neg.ROUND_MODEL)
+
+    async def on_compute_request(self, msg: dict, peer: str) -> dict:
+        from dainode.tasks.keys import TaskKey
+
+        tc = self.tc
+        task_id, data_offer, cp_offer = (neg.need(msg, k, int) for k in ("task_id", "data_offer_id", "compute_offer_id"))
+        data_price, price = neg.wei(msg, "data_price_wei"), neg.wei(msg, "compute_price_wei")
+        deadline = neg.need(msg, "deadline", int)
+        if neg.need(msg, "chain_id", int) != tc.chain_id or neg.need(msg, "task_address", str).lower() != tc.address.lower():
+            raise neg.Refused("wrong_task", f"this node follows TrainingTask {tc.address} on chain {tc.chain_id}")
+        own = next((o for o in self.ctx.state.list_own_offers("compute") if o.offer_id == cp_offer and o.active), None)
+        if own is None:
+            raise neg.Refused("unknown_offer", f"compute offer {cp_offer} is not an active offer of this node")
+        if price < own.price_wei:
+            raise neg.Refused("price", f"offered {price} wei, the offer asks {own.price_wei}")
+        busy = [r for r in self.ctx.state.list_tasks("compute") if r.status in ("consented", "running")]
+        if len(busy) >= int(own.doc.get("capacity") or 1) * 4:  # consents that never get recorded expire; allow some slack
+            raise neg.Refused("capacity", f"{len(busy)} jobs pending or running; the offer's capacity is {own.doc.get('capacity')}")
+        task = await opened_task(self.ctx, tc, task_id)
+        if task.manifest_cid != neg.need(msg, "manifest_cid", str):
+            raise neg.Refused("wrong_task", f"task {task_id} was opened with manifest {task.manifest_cid}")
+        misfits = compute_offer_misfits(task.manifest, price, own.doc)
+        if misfits:
+            raise neg.Refused("price", "; ".join(misfits))
+        rid = record_id(task_id, data_offer)
+        rec = self.ctx.state.get_task(rid)
+        vault = vault_of(self.ctx)
+        ref = f"job-{tc.chain_id}-{tc.address[2:10].lower()}-{task_id}-{data_offer}"
+        if rec is None:
+            key = TaskKey.generate()
+            await trio.to_thread.run_sync(vault.save, ref, key)
+            key_cid = await put_json(self.ctx, key.public.to_document())
+            rec = TaskRecord(rid, "compute", "consented", {"task_id": task_id, "data_offer_id": data_offer,
+                                                           "compute_offer_id": cp_offer, "key_ref": ref,
+                                                           "cp_key_cid": str(key_cid),
+                                                           "data_provider": neg.need(msg, "data_provider", str)})
+            self.ctx.state.put_task(rec)
+        consent = MatchConsent(task_id, data_offer, cp_offer, data_price, price, deadline)
+        sig = tc.sign_consent(consent)
+        return neg.reply(neg.COMPUTE_REQUEST, compute_signature=sig, cp_key_cid=rec.doc["cp_key_cid"],
+                         compute_provider=tc.account, compute_peer_id=self.ctx.keys.peer_id)
+
+    async def follow(self, nursery: trio.Nursery) -> None:
+        tc = self.tc
+        async with tc.subscribe(f"task-cp-{int(time.time() * 1000)}", ["MatchRecorded"]) as sub:
+            async for ev in sub:
+                if ev.removed or ev.args["computeProvider"].lower() != tc.account.lower():
+                    continue
+                task_id, mid = int(ev.args["taskId"]), int(ev.args["matchId"])
+                rec = self.ctx.state.get_task(record_id(task_id, int(ev.args["dataOfferId"])))
+                if rec is None or (task_id, mid) in self.jobs:
+                    continue
+                job = Job(self, rec, mid)
+                self.jobs[(task_id, mid)] = job
+                nursery.start_soon(job.run)
+
+
+class Job:
+    """One match this node computes for: data once, then one sealed update per round, as the rounds open."""
+
+    def __init__(self, owner: ComputeTasks, rec: TaskRecord, match_id: int):
+        self.owner, self.ctx, self.tc = owner, owner.ctx, owner.tc
+        self.rec, self.match_id = rec, int(match_id)
+        self.task_id = int(rec.doc["task_id"])
+        self.data = None
+        self.started = False
+        self.published: dict[int, str] = {}
+        self.next_round = 0
+        self.timings: list[dict] = []
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as bg:
+                self._bg = bg  # best-effort pushes, off the critical path
+                await self._run()
+                bg.cancel_scope.cancel()
+        except DainodeError as exc:
+            log.error("task %d match %d: compute job stopped: %s", self.task_id, self.match_id, exc)
+            self._save("failed", error=str(exc))
+
+    def _save(self, status: str, **extra) -> None:
+        self.ctx.state.put_task(TaskRecord(self.rec.task_id, "compute", status,
+                                           {**self.rec.doc, "match_id": self.match_id, "timings": self.timings[-50:], **extra}))
+
+    async def _run(self) -> None:
+        self.task = await opened_task(self.ctx, self.tc, self.task_id)
+        self.key = vault_of(self.ctx).load(self.rec.doc["key_ref"])
+        self._save("running")
+        self.rounds = self.task.manifest.task.rounds
+        async with self.tc.subscribe(f"task-cp-{self.task_id}-{self.match_id}-{int(time.time() * 1000)}", JOB_EVENTS,
+                                     self.task_id) as sub:
+            async for ev in sub:
+                if ev.removed:
+                    continue
+                if ev.name == "TrainingStarted":
+                    self.started = True
+                elif ev.name == "DataProvided" and int(ev.args["matchId"]) == self.match_id:
+                    await self._load_data(ev)
+                elif ev.name == "GlobalModelPublished":
+                    from dainode.roles.taskchain import event_cid
+
+                    self.published[int(ev.args["round"])] = str(event_cid(ev.args["cid"], ev.args["codec"]))
+                elif ev.name in ("TaskFinalized", "TaskAbandoned"):
+                    self._save("done")
+                    if self.owner.role.auto_withdraw:
+                        await auto_withdraw(self.ctx, self.tc, f"task {self.task_id} {ev.name}")
+                    return
+                while (self.data is not None and self.started and self.next_round < self.rounds
+                       and (self.next_round == 0 or self.next_round - 1 in self.published)):
+                    await self._round(self.next_round)
+                    self.next_round += 1
+
+    async def _push(self, peer: str, t: int, cid: str, sealed: bytes | None) -> None:
+        if sealed is None or len(sealed) > neg.MAX_PUSH - 64 * 1024:
+            return
+        msg = {"v": neg.VERSION, "type": neg.ROUND_UPDATE, "task_id": self.task_id, "round": t, "match_id": self.match_id,
+               "update": sealed, "update_cid": cid}
+        try:
+            await self.owner.negotiator.request(peer, msg, neg.PUSH_TIMEOUT_S)
+        except DainodeError as exc:
+            log.info("task %d round %d: update push failed (%s); the model provider fetches it by CID", self.task_id, t, exc)
+
+    async def _load_data(self, ev) -> None:
+        if self.data is not None:
+            return
+        from dainode.roles.taskchain import event_cid
+        from dainode.tasks.documents import DataBinding, open_training_data
+        from dainode.tasks.rounds import compute_update, initial_params
+
+        cid = event_cid(ev.args["encryptedDataCid"], ev.args["encryptedDataCodec"])
+        blob = await fetch(self.ctx, cid, timeout=60)
+        dp = (await self.tc.match(self.task_id, self.match_id)).data_provider
+        binding = DataBinding(self.task.ref, self.match_id, dp)
+        spec = self.task.manifest.model_spec
+        self.data = await trio.to_thread.run_sync(lambda: open_training_data(blob, self.key.private, binding, spec))
+        # compile the trainer for this data's shapes now, so no round pays for JIT start-up
+        m, (x, y) = self.task.manifest, self.data
+        await trio.to_thread.run_sync(lambda: compute_update(m, initial_params(m), x, y, round=0, match_id=self.match_id))
+        log.info("task %d match %d: %d training rows received and opened; trainer ready", self.task_id, self.match_id, len(y))
+
+    async def _round(self, t: int) -> None:
+        from dainode.roles.taskchain import chain_cid
+        from dainode.tasks.documents import ModelBinding, UpdateBinding, open_global_model, seal_update
+        from dainode.tasks.rounds import compute_update, initial_params
+
+        sid = f"update-{self.task_id}-{self.match_id}-{t}"
+        step = self.ctx.state.begin_step(sid, "task_update", {"task_id": self.task_id, "match_id": self.match_id, "round": t})
+        if step.finished:
+            return
+        t0 = trio.current_time()
+        m, spec = self.task.manifest, self.task.manifest.model_spec
+        if t == 0:
+            params = initial_params(m)
+        else:
+            res = await fetch_json(self.ctx, self.published[t - 1])
+            blob = await fetch(self.ctx, res["model_cid"])
+            params = open_global_model(blob, self.key.private, ModelBinding(self.task.ref, t, self.task.model_provider), spec)
+        t1 = trio.current_time()
+        x, y = self.data
+        out = await trio.to_thread.run_sync(lambda: compute_update(m, params, x, y, round=t, match_id=self.match_id))
+        t2 = trio.current_time()
+        sealed = None  # None after a restart: the update is already on IPFS and the MP fetches it by CID
+        if "update_cid" not in step.effect:
+            binding = UpdateBinding(self.task.ref, self.match_id, t, self.tc.account)
+            sealed = seal_update(binding, out.update, out.n_examples, [self.task.public_key.key], train_loss=out.mean_loss)
+            cid = await self.ctx.content.put_bytes(sealed)
+            step = self.ctx.state.record_effect(sid, update_cid=str(cid))
+        peer = self.owner.mp_peers.get(self.task_id)
+        if peer and sealed is not None and neg.pushes_enabled():
+            self._bg.start_soon(self._push, peer, t, step.effect["update_cid"], sealed)
+        try:
+            receipt = await self.tc.send("submitUpdate", self.task_id, self.match_id, t,
+                                         *chain_cid(step.effect["update_cid"]), state=self.ctx.state, step_id=sid)
+            tx = receipt["transactionHash"]
+        except TransactionReverted as exc:
+            log.warning("task %d match %d round %d: update not accepted by the chain: %s", self.task_id, self.match_id, t, exc)
+            tx = None
+        t3 = trio.current_time()
+        self.ctx.state.finish_step(sid, {"tx": tx, "update_cid": step.effect["update_cid"]})
+        self.timings.append({"round": t, "fetch_model_ms": round((t1 - t0) * 1000, 1), "train_ms": round((t2 - t1) * 1000, 1),
+                             "submit_ms": round((t3 - t2) * 1000, 1)})
+        self._save("running")

@@ -1,0 +1,418 @@
+"""One task driven by its model provider: matching, the rounds, the split, the reveal, finalize and the report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import trio
+
+from dainode.chain.consent import MatchConsent
+from dainode.errors import DainodeError, DocumentRejected, TaskError, TransactionReverted
+from dainode.roles import negotiate as neg
+from dainode.roles.taskdocs import (GOSSIP_DONE, GOSSIP_ROUND, TASKS_TOPIC, auto_withdraw, fetch, fetch_json, put_json,
+                                    rejection_document)
+from dainode.state import MatchRecord, RoundRecord, TaskRecord
+from dainode.tasks.documents import ModelBinding, UpdateBinding, open_update, seal_global_model
+from dainode.tasks.keys import TaskKey, TaskPublicKey
+from dainode.tasks.manifest import Manifest
+from dainode.tasks.matching import data_offer_misfits
+from dainode.tasks.sealed import TaskRef
+
+log = logging.getLogger("dainode.tasks")
+
+GRACE_S = 0.2  # after the quorum is in, how long to wait for the rest before aggregating
+MATCHING_WAIT_S = 60.0  # longest time matching may take after the open
+MATCHING_IDLE_S = 5.0  # matching ends when no untried fitting offer appeared for this long
+CONSENT_TTL_S = 600
+PARALLEL_ASKS = 4
+TASK_EVENTS = ["UpdateSubmitted", "UpdateRejected", "DataProvided"]
+
+
+class TaskRun:
+    """Everything the model provider keeps in memory for one task; the durable parts go to State as they happen."""
+
+    def __init__(self, role, task_id: int, manifest: Manifest, key: TaskKey, test: tuple, test_bytes: bytes,
+                 salt: bytes, test_cid: str, settings: dict):
+        self.role, self.ctx, self.tc = role, role.ctx, role.tc
+        self.task_id = int(task_id)
+        self.ref = TaskRef(self.tc.chain_id, self.tc.address, self.task_id)
+        self.manifest, self.key, self.test, self.test_bytes = manifest, key, test, test_bytes
+        self.salt, self.test_cid = salt, test_cid
+        self.grace_s = float(settings.get("grace_ms", GRACE_S * 1000)) / 1000
+        self.matching_wait_s = float(settings.get("matching_wait_s", MATCHING_WAIT_S))
+        self.matches: dict[int, dict] = {}
+        self.outcomes: list = []
+        self.results: list = []
+        self.failures: list[str] = []
+        self.timings: list[dict] = []
+        self.quorum = manifest.task.quorum
+        self.phase = "matching"
+        self.updates: dict[int, dict[int, dict]] = {}  # round -> match id -> {cid, status, detail, opened}
+        self._changed = trio.Event()
+        self.report_dir: str | None = None
+        self.split = None
+        self.done = trio.Event()
+
+    # --- bookkeeping ------------------------------------------------------------------------
+
+    def sid(self, what: str) -> str:
+        return f"task-{self.task_id}-{what}"
+
+    def save(self, **extra) -> None:
+        rec = self.ctx.state.get_task(str(self.task_id))
+        doc = dict(rec.doc if rec else {})
+        doc.update(phase=self.phase, failures=self.failures, timings=self.timings, report_dir=self.report_dir,
+                   history=[{"round": r.round, "accuracy": r.accuracy, "loss": r.loss} for r in self.results], **extra)
+        self.ctx.state.put_task(TaskRecord(str(self.task_id), "model", self.phase, doc))
+
+    async def step_tx(self, what: str, fn: str, *args, intent: dict | None = None) -> dict:
+        sid = self.sid(what)
+        step = self.ctx.state.begin_step(sid, f"task_{fn}", {"task_id": self.task_id, **(intent or {})})
+        if step.finished and step.result.get("tx"):
+            return step.result
+        receipt = await self.tc.send(fn, *args, state=self.ctx.state, step_id=sid)
+        self.ctx.state.finish_step(sid, {"tx": receipt["transactionHash"], "block": int(receipt["blockNumber"], 16)})
+        return receipt
+
+    # --- the whole task ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._bg = nursery  # best-effort pushes live here, off the rounds' critical path
+                await nursery.start(self._intake)
+                await self.match()
+                if self.phase == "abandoned":
+                    nursery.cancel_scope.cancel()
+                    return
+                await self.rounds()
+                await self.rewards()
+                nursery.cancel_scope.cancel()
+        except DainodeError as exc:
+            self.failures.append(f"{type(exc).__name__}: {exc}")
+            self.save()
+            log.error("task %d stopped: %s", self.task_id, exc)
+        finally:
+            self.done.set()
+
+    # --- matching (§4.4 steps 1-3) -------------------------------------------------------------
+
+    def candidates(self, tried: set[int]) -> list:
+        me = self.ctx.keys.address.lower()
+        owners = {m["data_provider"].lower() for m in self.matches.values()}
+        out = []
+        for o in self.ctx.state.list_seen_offers("data", active=True):
+            if o.offer_id in tried or not o.doc or not o.peer_id or o.owner.lower() in owners | {me}:
+                continue
+            if data_offer_misfits(self.manifest, o.doc, o.price_wei):
+                continue
+            out.append(o)
+        out.sort(key=lambda o: (o.price_wei, o.offer_id))
+        seen, uniq = set(), []
+        for o in out:
+            if o.owner.lower() not in seen:
+                seen.add(o.owner.lower())
+                uniq.append(o)
+        return uniq
+
+    async def match(self) -> None:
+        want = self.manifest.task.providers
+        start = trio.current_time()
+        tried: set[int] = set()
+        idle_since = trio.current_time()
+        lock = trio.Lock()
+        while len(self.matches) < want and trio.current_time() - start < self.matching_wait_s:
+            cands = self.candidates(tried)[: min(PARALLEL_ASKS, want - len(self.matches))]
+            if not cands:
+                if trio.current_time() - idle_since > MATCHING_IDLE_S and self.matches:
+                    break
+                await trio.sleep(0.25)
+                continue
+            idle_since = trio.current_time()
+            async with trio.open_nursery() as n:
+                for o in cands:
+                    tried.add(o.offer_id)
+                    n.start_soon(self.ask, o, lock)
+        took = trio.current_time() - start
+        if len(self.matches) < want:
+            self.failures.append(f"matched {len(self.matches)} of {want} providers (quorum {self.manifest.task.quorum}) "
+                                 f"after {took:.1f} s")
+        if len(self.matches) < max(1, self.manifest.task.quorum):
+            self.phase = "abandoned"
+            await self.step_tx("abandon", "abandon", self.task_id)
+            self.save()
+            await auto_withdraw(self.ctx, self.tc, f"task {self.task_id} abandoned")
+            log.warning("task %d abandoned: %s", self.task_id, self.failures[-1])
+            return
+        receipt = await self.step_tx("start", "startTraining", self.task_id)
+        for ev in receipt.get("events", []):
+            if ev.name == "TrainingStarted":
+                self.quorum = int(ev.args["quorum"])
+        self.phase = "training"
+        self.save()
+        # every matched compute provider's job key, for the global models
+        for m in self.matches.values():
+            m["cp_key"] = TaskPublicKey.from_document(await fetch_json(self.ctx, m["cp_key_cid"]))
+        log.info("task %d: training starts with %d matches (quorum %d) after %.1f s of matching",
+                 self.task_id, len(self.matches), self.quorum, took)
+
+    async def ask(self, offer, lock: trio.Lock) -> None:
+        t = self.manifest.task
+        msg = {"v": neg.VERSION, "type": neg.MATCH_REQUEST, "chain_id": self.ref.chain_id, "task_address": self.ref.task_address,
+               "task_id": self.task_id, "manifest_cid": self.role.manifest_cid(self.task_id), "data_offer_id": offer.offer_id,
+               "data_price_wei": str(offer.price_wei), "max_compute_price_wei": str(t.max_compute_price_wei),
+               "deadline": int(time.time()) + CONSENT_TTL_S}
+        try:
+            rep = await self.role.negotiator.request(offer.peer_id, msg, neg.MATCH_TIMEOUT_S)
+            if not rep.get("ok"):
+                log.info("task %d: data offer %d refused: %s (%s)", self.task_id, offer.offer_id, rep.get("reason"), rep.get("detail"))
+                return
+            cp_offer = neg.need(rep, "compute_offer_id", int)
+            consent = MatchConsent(self.task_id, offer.offer_id, cp_offer, offer.price_wei, neg.wei(rep, "compute_price_wei"),
+                                   msg["deadline"])
+            if consent.compute_price > t.max_compute_price_wei:
+                raise neg.Refused("price", f"compute price {consent.compute_price} is above the task's maximum")
+            on_chain = await self.tc.offer(cp_offer)
+            if not on_chain.exists or on_chain.kind != "compute" or not on_chain.active:
+                raise neg.Refused("unknown_offer", f"compute offer {cp_offer} is not an active compute offer")
+            self.tc.verify_consent(consent, neg.need(rep, "data_signature", bytes), offer.owner)
+            self.tc.verify_consent(consent, neg.need(rep, "compute_signature", bytes), on_chain.owner)
+            cp_key_cid = neg.need(rep, "cp_key_cid", str)
+            async with lock:
+                if len(self.matches) >= t.providers:
+                    return
+                from dainode.chain.training_task import consent_to_abi
+
+                receipt = await self.step_tx(f"match-{offer.offer_id}", "recordMatch", consent_to_abi(consent),
+                                             neg.need(rep, "data_signature", bytes),
+                                             neg.need(rep, "compute_signature", bytes), intent={"data_offer_id": offer.offer_id})
+                ev = self.tc.event(receipt, "MatchRecorded")
+                mid = int(ev.args["matchId"])
+                m = {"match_id": mid, "data_provider": ev.args["dataProvider"], "compute_provider": ev.args["computeProvider"],
+                     "data_offer_id": offer.offer_id, "compute_offer_id": cp_offer, "data_price_wei": consent.data_price,
+                     "compute_price_wei": consent.compute_price, "cp_key_cid": cp_key_cid,
+                     "compute_peer_id": str(rep.get("compute_peer_id") or ""),
+                     "rows": int((offer.doc.get("dataset") or {}).get("rows") or 0) or None}
+                self.matches[mid] = m
+                self.ctx.state.put_match(MatchRecord(str(self.task_id), m["data_provider"], "matched",
+                                                     {k: (str(v) if k.endswith("_wei") else v) for k, v in m.items()}))
+                log.info("task %d: match %d recorded (data offer %d by %s, compute offer %d by %s)", self.task_id, mid,
+                         offer.offer_id, m["data_provider"], cp_offer, m["compute_provider"])
+        except (neg.Refused, DainodeError) as exc:
+            log.info("task %d: data offer %d not matched: %s", self.task_id, offer.offer_id, exc)
+
+    # --- rounds (§4.4 (a)-(c)) ------------------------------------------------------------------
+
+    async def _intake(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with self.tc.subscribe(f"task-mp-{self.task_id}", TASK_EVENTS, self.task_id) as sub:
+            task_status.started()
+            async with trio.open_nursery() as n:
+                async for ev in sub:
+                    if ev.name == "UpdateSubmitted" and not ev.removed:
+                        n.start_soon(self._take_update, ev)
+
+    async def _take_update(self, ev) -> None:
+        rnd, mid, cid = int(ev.args["round"]), int(ev.args["matchId"]), None
+        slot = self.updates.setdefault(rnd, {})
+        if mid in slot:
+            return  # at-least-once delivery: seen
+        from dainode.roles.taskchain import event_cid
+
+        cid = str(event_cid(ev.args["cid"], ev.args["codec"]))
+        entry = {"cid": cid, "status": "pending", "detail": "", "opened": None, "block": ev.block_number,
+                 "at": trio.current_time()}
+        slot[mid] = entry
+        m = self.matches.get(mid, {})
+        try:
+            blob = await fetch(self.ctx, cid)
+            binding = UpdateBinding(self.ref, mid, rnd, ev.args["computeProvider"])
+            entry["opened"] = await trio.to_thread.run_sync(
+                lambda: open_update(blob, self.key.private, binding, self.manifest.model_spec, max_examples=m.get("rows")))
+            entry["status"] = "ok"
+        except DocumentRejected as exc:
+            entry["status"], entry["detail"] = exc.reason, exc.detail
+        except DainodeError as exc:
+            entry["status"], entry["detail"] = "malformed", str(exc)
+        self._changed.set()
+
+    async def wait_change(self, until: float) -> None:
+        self._changed = trio.Event()
+        with trio.move_on_at(until):
+            await self._changed.wait()
+
+    async def rounds(self) -> None:
+        from dainode.tasks.rounds import initial_params
+
+        params = initial_params(self.manifest)
+        for t in range(len(self.results), self.manifest.task.rounds):
+            params = await self.round(t, params)
+        self.final_params = params
+
+    async def round(self, t: int, params: np.ndarray) -> np.ndarray:
+        from dainode.tasks.rounds import aggregate_round
+
+        n = len(self.matches)
+        opened = trio.current_time()
+        window_end = opened + self.manifest.task.round_window_s
+        chain_task = await self.tc.task(self.task_id)
+        chain_end = opened + max(0.0, chain_task.round_start + chain_task.round_duration - time.time()) + 1.0
+        quorum_at = None
+        while True:
+            ups = self.updates.get(t, {})
+            settled = [u for u in ups.values() if u["status"] != "pending"]
+            accepted = sum(1 for u in settled if u["status"] == "ok")
+            now = trio.current_time()
+            if len(settled) >= n:
+                break
+            if accepted >= self.quorum:
+                quorum_at = quorum_at or now
+                if now >= quorum_at + self.grace_s or now >= window_end:
+                    break
+                await self.wait_change(min(quorum_at + self.grace_s, window_end))
+                continue
+            if now >= max(window_end, chain_end):
+                break
+            await self.wait_change(window_end if now < window_end else chain_end)
+        t_in = trio.current_time()
+        snapshot = dict(self.updates.get(t, {}))
+        # garbage is rejected on chain, with evidence anyone can check once the key is out
+        excluded, cids = [], {}
+        for mid, u in sorted(snapshot.items()):
+            if u["status"] == "ok":
+                cids[mid] = u["cid"]
+                continue
+            if u["status"] == "pending":
+                excluded.append({"match_id": mid, "cid": u["cid"], "reason": "late", "detail": "not opened by the cut-off"})
+                continue
+            excluded.append({"match_id": mid, "cid": u["cid"], "reason": u["status"], "detail": u["detail"]})
+            ev_cid = await put_json(self.ctx, rejection_document(self.ref, t, mid, u["cid"], u["status"], u["detail"]))
+            from dainode.roles.taskchain import chain_cid
+
+            try:
+                await self.step_tx(f"reject-{t}-{mid}", "rejectUpdate", self.task_id, mid, t, *chain_cid(ev_cid))
+            except TransactionReverted as exc:
+                log.warning("task %d round %d: rejecting match %d's update failed: %s", self.task_id, t, mid, exc)
+            log.info("task %d round %d: rejected match %d's update %s (%s)", self.task_id, t, mid, u["cid"], u["status"])
+        accepted = [u["opened"] for mid, u in sorted(snapshot.items()) if u["status"] == "ok"]
+        out = await trio.to_thread.run_sync(lambda: aggregate_round(self.manifest, t, params, accepted, self.test))
+        t_agg = trio.current_time()
+        recipients = [m["cp_key"].key for m in self.matches.values()] + [self.key.public.key]
+        blob = seal_global_model(ModelBinding(self.ref, t + 1, self.ctx.keys.address), out.params, recipients)
+        model_cid = await self.ctx.content.put_bytes(blob)
+        result = out.result(cids, excluded, model_cid=str(model_cid))
+        result_cid = await self.ctx.content.put_bytes(result.to_bytes())
+        from dainode.roles.taskchain import chain_cid
+
+        self._bg.start_soon(self.push_model, t, result, result_cid, blob, model_cid)  # travels while the tx is mined
+        await self.step_tx(f"round-{t}", "publishGlobalModel", self.task_id, t, *chain_cid(result_cid),
+                           intent={"round": t, "result_cid": str(result_cid)})
+        t_pub = trio.current_time()
+        self.outcomes.append(out)
+        self.results.append(result)
+        timing = {"round": t, "wait_updates_ms": round((t_in - opened) * 1000, 1),
+                  "aggregate_eval_ms": round((t_agg - t_in) * 1000, 1), "publish_ms": round((t_pub - t_agg) * 1000, 1),
+                  "total_ms": round((t_pub - opened) * 1000, 1)}
+        self.timings.append(timing)
+        self.ctx.state.put_round(RoundRecord(str(self.task_id), t, "published",
+                                             {"result_cid": str(result_cid), "model_cid": str(model_cid), **timing,
+                                              "accuracy": out.accuracy, "loss": out.loss}))
+        self.save()
+        log.info("task %d round %d: %d update(s) in, accuracy %.4f loss %.4f, %.0f ms", self.task_id, t, len(accepted),
+                 out.accuracy, out.loss, timing["total_ms"])
+        try:
+            await self.ctx.gossip.publish(TASKS_TOPIC, GOSSIP_ROUND, {"task_id": self.task_id, "round": t,
+                                                                     "result_cid": str(result_cid), "model_cid": str(model_cid)})
+        except DainodeError as exc:
+            log.debug("round notice not sent: %s", exc)
+        return out.params
+
+    async def push_model(self, t: int, result, result_cid, blob: bytes, model_cid) -> None:
+        if not neg.pushes_enabled() or t + 1 >= self.manifest.task.rounds or len(blob) > neg.MAX_PUSH - 64 * 1024:
+            return  # nobody trains on the final model; a large one goes by bitswap
+        msg = {"v": neg.VERSION, "type": neg.ROUND_MODEL, "task_id": self.task_id, "round": t, "result": result.to_bytes(),
+               "result_cid": str(result_cid), "model": blob, "model_cid": str(model_cid)}
+
+        async def one(peer: str) -> None:
+            try:
+                rep = await self.role.negotiator.request(peer, msg, neg.PUSH_TIMEOUT_S)
+                if not rep.get("ok"):
+                    log.info("task %d round %d: %s refused the model push: %s", self.task_id, t, peer, rep.get("detail"))
+            except DainodeError as exc:
+                log.info("task %d round %d: model push to %s failed (%s); it fetches by CID", self.task_id, t, peer, exc)
+
+        async with trio.open_nursery() as n:
+            for peer in sorted({m.get("compute_peer_id") for m in self.matches.values()} - {None, ""}):
+                n.start_soon(one, peer)
+
+    # --- rewards (§4.5) ---------------------------------------------------------------------
+
+    async def rewards(self) -> None:
+        from dainode.roles.taskchain import chain_cid
+        from dainode.tasks.split import make_split
+
+        self.phase = "split"
+        ts = await self.tc.task(self.task_id)
+        ids = sorted(self.matches)
+        split = await trio.to_thread.run_sync(
+            lambda: make_split(self.manifest, self.ref, int(ts.bonus), self.outcomes, ids, self.test))
+        split = self.role.adjust_split(split)  # identity; a test may patch it to post another split
+        self.split = split
+        report_cid = await self.ctx.content.put_bytes(split.to_bytes())
+        await self.step_tx("split", "postSplit", self.task_id, split.bonuses_list(), *chain_cid(report_cid))
+        self.phase = "split_posted"
+        self.save(report_cid=str(report_cid))
+        key_cid = await put_json(self.ctx, self.key.reveal_document())
+        await self.step_tx("reveal-key", "revealKey", self.task_id, *chain_cid(key_cid))
+        test_cid = await self.ctx.content.put_bytes(self.test_bytes)
+        if str(test_cid) != self.test_cid:
+            raise TaskError(f"the test set now has CID {test_cid}, the commitment was over {self.test_cid}")
+        await self.step_tx("reveal-test", "revealTestSet", self.task_id, *chain_cid(test_cid), self.salt)
+        ts = await self.tc.task(self.task_id)
+        end = ts.revealed_at + ts.challenge_window
+        log.info("task %d: split posted, key and test set revealed; finalizing after the challenge window (%d s)",
+                 self.task_id, ts.challenge_window)
+        while True:
+            wait = end + 1 - time.time()
+            if wait > 0:
+                await trio.sleep(wait)
+            try:
+                await self.step_tx("finalize", "finalize", self.task_id, split.bonuses_list())
+                break
+            except TransactionReverted as exc:
+                if exc.error_name != "TooEarly":
+                    raise
+                end = time.time() + 1
+        self.phase = "final"
+        await self.write_report()
+        self.save()
+        try:
+            await self.ctx.gossip.publish(TASKS_TOPIC, GOSSIP_DONE, {"task_id": self.task_id, "phase": "final",
+                                                                    "report_cid": str(report_cid)})
+        except DainodeError:
+            pass
+        if self.role.auto_withdraw:
+            await auto_withdraw(self.ctx, self.tc, f"task {self.task_id} final")
+
+    async def write_report(self) -> None:
+        from dainode.tasks.report import write_report
+
+        payouts = {}
+        credited: dict[str, int] = {}
+        for ev in await self.tc.logs(self.task_id, ["RewardCredited"]):
+            credited[ev.args["account"].lower()] = credited.get(ev.args["account"].lower(), 0) + int(ev.args["amount"])
+        bonuses = self.split.bonuses if self.split else {}
+        for mid, m in sorted(self.matches.items()):
+            payouts[mid] = {"data_provider": m["data_provider"], "compute_provider": m["compute_provider"],
+                            "data_price_wei": int(m["data_price_wei"]), "compute_price_wei": int(m["compute_price_wei"]),
+                            "bonus_wei": int(bonuses.get(mid, 0)),
+                            "paid_wei": int(m["data_price_wei"]) + int(bonuses.get(mid, 0))}
+        out = Path(self.ctx.data_dir) / "tasks" / str(self.task_id)
+        final = self.final_params
+        await trio.to_thread.run_sync(lambda: write_report(out, self.manifest, self.results, self.split, payouts=payouts,
+                                                           final_params=final, extra={"timings": self.timings,
+                                                                                      "failures": self.failures}))
+        self.report_dir = str(out)

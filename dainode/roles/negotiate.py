@@ -1,0 +1,125 @@
+"""/dai/negotiate/1.0.0: one request handler per node dispatching by message `type` to the roles that serve it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+from dainode.errors import DainodeError
+
+log = logging.getLogger("dainode.tasks")
+
+PROTOCOL = "/dai/negotiate/1.0.0"
+VERSION = 1
+MAX_MESSAGE = 64 * 1024
+MATCH_REQUEST, COMPUTE_REQUEST, MATCH_RECORDED = "match_request", "compute_request", "match_recorded"
+ROUND_MODEL = "round_model"  # MP -> CP: the round result and sealed global model bytes, pushed while publish is mined
+ROUND_UPDATE = "round_update"  # CP -> MP: the sealed update bytes, pushed while submitUpdate is mined
+MAX_PUSH = 1 << 20  # round_model messages (the reqresp frame limit); larger models go by bitswap only
+PUSH_TIMEOUT_S = 5.0
+
+
+def pushes_enabled() -> bool:
+    """Off by default: measured on 2 cores, storing pushed bytes competed with the bitswap fetch it was meant to
+    replace (rounds got slower, 0.74 s -> 1.5 s). DAINODE_TASK_PUSH=1 turns them on."""
+    import os
+
+    return os.environ.get("DAINODE_TASK_PUSH", "0") == "1"
+MATCH_TIMEOUT_S = 30.0
+COMPUTE_TIMEOUT_S = 10.0
+NOTICE_TIMEOUT_S = 10.0
+REASONS = ("malformed", "unknown_offer", "wrong_task", "schema", "price", "escrow", "no_compute", "busy", "capacity",
+           "internal")
+
+Handler = Callable[[dict, str], Awaitable[dict]]
+
+
+class Refused(Exception):
+    """A negotiation refusal: `reason` is one of REASONS, `detail` says why."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def refusal(type_: str, reason: str, detail: str) -> dict:
+    return {"v": VERSION, "type": f"{type_}_reply", "ok": False, "reason": reason, "detail": detail[:500]}
+
+
+def reply(type_: str, **fields: Any) -> dict:
+    return {"v": VERSION, "type": f"{type_}_reply", "ok": True, **fields}
+
+
+def need(msg: dict, name: str, kind: type) -> Any:
+    v = msg.get(name)
+    if kind is int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise Refused("malformed", f"field {name!r} must be a non-negative integer, got {v!r}")
+        return v
+    if kind is str:
+        if not isinstance(v, str) or not v or len(v) > 200:
+            raise Refused("malformed", f"field {name!r} must be a non-empty string, got {v!r:.60}")
+        return v
+    if kind is bytes:
+        if not isinstance(v, (bytes, bytearray)) or len(v) != 65:
+            raise Refused("malformed", f"field {name!r} must be 65 signature bytes")
+        return bytes(v)
+    raise TypeError(kind)
+
+
+def wei(msg: dict, name: str) -> int:
+    v = need(msg, name, str)
+    if not v.isdigit() or len(v) > 40:
+        raise Refused("malformed", f"field {name!r} must be wei as a decimal string, got {v!r}")
+    return int(v)
+
+
+class Negotiator:
+    """Installed once per node on the reqresp port; roles add handlers by message type."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.handlers: dict[str, Handler] = {}
+        ctx.reqresp.set_handler(PROTOCOL, self._serve)
+
+    def add(self, type_: str, handler: Handler) -> None:
+        self.handlers[type_] = handler
+
+    async def _serve(self, peer_id: Any, msg: Any) -> dict:
+        import msgpack
+
+        limit = MAX_PUSH if isinstance(msg, dict) and msg.get("type") in (ROUND_MODEL, ROUND_UPDATE) else MAX_MESSAGE
+        if len(msgpack.packb(msg, use_bin_type=True)) > limit:
+            return refusal("unknown", "malformed", f"this negotiation message is limited to {limit} bytes")
+        if not isinstance(msg, dict) or msg.get("v") != VERSION or not isinstance(msg.get("type"), str):
+            return refusal("unknown", "malformed", f"a {PROTOCOL} message is a map with v = {VERSION} and a type")
+        type_ = msg["type"]
+        handler = self.handlers.get(type_)
+        if handler is None:
+            return refusal(type_, "malformed", f"this node does not serve {type_!r} (its roles: {sorted(self.handlers)})")
+        try:
+            return await handler(msg, str(peer_id or ""))
+        except Refused as exc:
+            log.info("refused %s: %s", type_, exc)
+            return refusal(type_, exc.reason, exc.detail)
+        except DainodeError as exc:
+            log.warning("%s could not be served: %s", type_, exc)
+            return refusal(type_, "internal", str(exc))
+
+    async def request(self, peer_id: str, msg: dict, timeout: float) -> dict:
+        """Send to `peer_id` (or serve locally when it is this node); a refusal comes back as a dict with ok False."""
+        if peer_id == self.ctx.keys.peer_id:
+            return await self._serve(peer_id, msg)
+        out = await self.ctx.reqresp.request(peer_id, PROTOCOL, msg, timeout=timeout)
+        if not isinstance(out, dict):
+            raise Refused("malformed", f"peer {peer_id} answered {type(out).__name__}, not a map")
+        return out
+
+
+def negotiator(ctx) -> Negotiator:
+    """The node's one Negotiator (created on first use: data and compute roles share it)."""
+    n = getattr(ctx, "_negotiator", None)
+    if n is None:
+        n = Negotiator(ctx)
+        object.__setattr__(ctx, "_negotiator", n)
+    return n

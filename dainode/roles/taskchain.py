@@ -1,0 +1,126 @@
+"""The task roles' view of TrainingTask: journaled transactions, reads, consent signing, escrow proof, events by task."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dainode.chain.consent import MatchConsent, sign_consent, verify_consent
+from dainode.chain.training_task import TaskState, MatchState, TrainingTaskBinding, cid_from_chain, cid_to_chain  # noqa: F401
+from dainode.chain.rpc import to_int
+from dainode.errors import ChainError
+from dainode.store.cid import CID
+
+log = logging.getLogger("dainode.tasks")
+
+CONTRACT = "TrainingTask"
+
+
+class TaskChain:
+    """Built from a role's ChainPort; every send can journal its signed bytes in a State step first."""
+
+    def __init__(self, port):
+        self.port = port
+        self._c = port._chain  # the ChainService; this module is the roles' one door to it for tasks
+        self.binding = TrainingTaskBinding(self._c.tx, self._c.contracts)
+
+    @property
+    def chain_id(self) -> int:
+        return int(self._c.chain_id)
+
+    @property
+    def address(self) -> str:
+        return self.binding.address
+
+    @property
+    def account(self) -> str:
+        return self._c.address
+
+    # --- transactions -------------------------------------------------------------------
+
+    async def send(self, fn: str, *args: Any, value: int = 0, state=None, step_id: str | None = None) -> dict:
+        """TrainingTask.fn(*args); with (state, step_id) the signed tx is journaled under effect `<fn>_tx` before it
+        leaves the node, and a resumed step looks it up (re-sending the same bytes) instead of signing again."""
+        c = self._c.contracts[CONTRACT]
+        key = f"{fn}_tx"
+        if state is not None and step_id is not None:
+            step = state.get_step(step_id)
+            if step is not None and step.effect.get(key):
+                raw = bytes.fromhex(step.effect[f"{fn}_raw"]) if step.effect.get(f"{fn}_raw") else None
+                receipt = await self.port.receipt_of(step.effect[key], raw)
+                if receipt is not None:
+                    if int(receipt.get("status", "0x1"), 16) != 1:
+                        raise ChainError(f"{CONTRACT}.{fn} transaction {step.effect[key]} failed on chain")
+                    return receipt
+                log.warning("%s tx %s can never be mined (its nonce was used); signing again", fn, step.effect[key])
+
+        def journal(tx_hash: str, nonce: int, raw: bytes) -> None:
+            if state is not None and step_id is not None:
+                state.record_effect(step_id, **{key: tx_hash, f"{fn}_raw": raw.hex()})
+
+        receipt = await self._c.tx.send(self.address, c.encode_call(fn, *args), value=value, what=f"{CONTRACT}.{fn}",
+                                        prefer=CONTRACT, on_signed=journal)
+        return self.port._decoded(receipt)
+
+    @staticmethod
+    def event(receipt: dict, name: str):
+        for e in receipt.get("events", []):
+            if e.name == name:
+                return e
+        raise ChainError(f"{CONTRACT} transaction {receipt.get('transactionHash')} emitted no {name} event")
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def task(self, task_id: int) -> TaskState:
+        return await self.binding.task(int(task_id))
+
+    async def match(self, task_id: int, match_id: int) -> MatchState:
+        return await self.binding.match(int(task_id), int(match_id))
+
+    async def balance_of(self, account: str) -> int:
+        return int(await self.binding.balance_of(account))
+
+    async def eth_balance(self, account: str) -> int:
+        return await self._c.balance(account)
+
+    async def block_timestamp(self) -> int:
+        block = await self._c.rpc.call("eth_getBlockByNumber", "latest", False)
+        return to_int(block["timestamp"])
+
+    async def verified_contract_balance(self) -> int:
+        """TrainingTask's ether balance proven with eth_getProof against the latest header (chain_verify_state)."""
+        return await self._c.verified_balance(self.address)
+
+    async def logs(self, task_id: int, names: list[str] | None = None) -> list:
+        """Every TrainingTask event of one task (indexed taskId) from the deployment block, in chain order."""
+        c = self._c.contracts[CONTRACT]
+        topics = {item["name"]: "0x" + t.hex() for t, item in c.events.items()}
+        want = names or [n for n in topics if n != "Withdrawn"]
+        flt = {"fromBlock": hex(int(self._c.deployment.get("block", 0))), "toBlock": "latest", "address": self.address,
+               "topics": [[topics[n] for n in want], "0x" + int(task_id).to_bytes(32, "big").hex()]}
+        raw = await self._c.rpc.call("eth_getLogs", flt) or []
+        raw.sort(key=lambda e: (to_int(e["blockNumber"]), to_int(e["logIndex"])))
+        return [ev for ev in (c.decode_log(r) for r in raw) if ev is not None and not ev.removed]
+
+    def subscribe(self, consumer: str, events: list[str], task_id: int | None = None):
+        args = {"taskId": int(task_id)} if task_id is not None else None
+        return self.port.subscribe(consumer, CONTRACT, events, args=args)
+
+    # --- consents -------------------------------------------------------------------------
+
+    def sign_consent(self, consent: MatchConsent) -> bytes:
+        return sign_consent(self._c.signer, consent, self.chain_id, self.address)
+
+    def verify_consent(self, consent: MatchConsent, signature: bytes, signer: str) -> None:
+        verify_consent(consent, bytes(signature), signer, self.chain_id, self.address)
+
+    async def offer(self, offer_id: int):
+        return await self.port.offer(int(offer_id))
+
+
+def chain_cid(cid: CID | str) -> tuple[bytes, int]:
+    return cid_to_chain(CID.parse(str(cid)))
+
+
+def event_cid(digest: bytes, codec: int) -> CID:
+    return cid_from_chain(bytes(digest), int(codec))
