@@ -39,17 +39,7 @@ class TaskQueries(Service):
         await trio.sleep_forever()
 
     def rpc_methods(self) -> dict[str, Any]:
-        return {"task_list": self.rpc_list, "task_status": self.rpc_status, "task_check": self.rpc_check}
-
-    async def rpc_check(self, task_id: int) -> dict:
-        """Gather the task's evidence from chain events + IPFS and recompute it (dainode.tasks.verify); any node.
-        The protocol's self-test; `task verify` (its own CLI, challenge on FAIL) builds on the same evidence."""
-        from dainode.roles.evidence import gather
-        from dainode.tasks.verify import verify_task
-
-        ev = await gather(self.ctx, self._need_chain(), int(task_id))
-        res = await trio.to_thread.run_sync(verify_task, ev)
-        return res.to_document()
+        return {"task_list": self.rpc_list, "task_status": self.rpc_status}
 
     def _need_chain(self):
         if self.tc is None:

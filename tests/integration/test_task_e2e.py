@@ -212,7 +212,7 @@ def test_four_provider_task_runs_to_the_end_and_pays_exactly(net, tmp_path):
     (Path(net["base"]) / "timings.json").write_text(json.dumps(status["timings"]))
 
     # a node that took no part recomputes every round and the split from the chain's events and IPFS alone
-    check = net["relay"].rpc("task_check", task_id=task_id, timeout=300)
+    check = net["relay"].rpc("task_verify", task_id=task_id, timeout=300)
     assert check["ok"], check["differences"]
     assert check["history"][-1]["accuracy"] == pytest.approx(final_acc, abs=1e-6)
 
