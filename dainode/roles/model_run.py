@@ -92,10 +92,11 @@ class TaskRun:
                 await self.rounds()
                 await self.rewards()
                 nursery.cancel_scope.cancel()
-        except DainodeError as exc:
-            self.failures.append(f"{type(exc).__name__}: {exc}")
+        except* DainodeError as group:  # the nursery wraps errors in an ExceptionGroup (trio's strict groups)
+            for exc in _leaves(group):
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+                log.error("task %d stopped: %s", self.task_id, exc)
             self.save()
-            log.error("task %d stopped: %s", self.task_id, exc)
         finally:
             self.done.set()
 
@@ -416,3 +417,12 @@ class TaskRun:
                                                            final_params=final, extra={"timings": self.timings,
                                                                                       "failures": self.failures}))
         self.report_dir = str(out)
+
+
+def _leaves(group: BaseExceptionGroup):
+    """The exceptions inside `group`, nested groups (nurseries inside nurseries) flattened."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc

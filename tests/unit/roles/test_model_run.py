@@ -1,0 +1,33 @@
+"""TaskRun.run: a task that fails ends that task (failure recorded), never the model role or the node."""
+
+from __future__ import annotations
+
+import trio
+
+from dainode.errors import ChainRpcError
+from dainode.roles.model_run import TaskRun
+
+
+def _bare_run() -> TaskRun:
+    run = TaskRun.__new__(TaskRun)  # only what run() touches; the real constructor needs a chain
+    run.task_id, run.failures, run.phase, run.done, run.saved = 7, [], "matching", trio.Event(), 0
+
+    def save(**_):
+        run.saved += 1
+
+    async def intake(*, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        await trio.sleep_forever()
+
+    async def match():
+        raise ChainRpcError("eth_call", -32602, "BlockOutOfRangeError: block height is 13 but requested was 12")
+
+    run.save, run._intake, run.match = save, intake, match
+    return run
+
+
+async def test_a_chain_error_inside_the_run_fails_the_task_not_the_role():
+    run = _bare_run()
+    await run.run()  # before the fix the error escaped inside an ExceptionGroup and crashed the role
+    assert run.done.is_set() and run.saved == 1
+    assert len(run.failures) == 1 and run.failures[0].startswith("ChainRpcError")
