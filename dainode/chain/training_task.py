@@ -8,10 +8,11 @@ from typing import Any, Sequence
 
 from eth_utils import keccak, to_checksum_address
 
+from dainode.chain.cids import cid_from_chain, cid_to_chain
 from dainode.chain.consent import MatchConsent, consent_digest
 from dainode.chain.contracts import ContractSet, Event
 from dainode.errors import ChainError
-from dainode.store.cid import CID, SHA2_256
+from dainode.store.cid import CID
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 
@@ -33,21 +34,6 @@ class CreditKind(IntEnum):
     COMPUTE = 1
     BONUS = 2
     REFUND = 3
-
-
-def cid_to_chain(cid: CID) -> tuple[bytes, int]:
-    """A CID -> the (sha2-256 digest, multicodec code) pair the contracts take."""
-    cid = CID.parse(cid)
-    if cid.hash_code != SHA2_256 or len(cid.digest) != 32:
-        raise ChainError(f"{cid} does not use a 32-byte sha2-256 multihash; the contracts store only those")
-    return cid.digest, cid.codec
-
-
-def cid_from_chain(digest: bytes, codec: int) -> CID:
-    """A (digest, codec) pair from a contract event -> the CIDv1 it names."""
-    if len(digest) != 32:
-        raise ChainError(f"a chain CID digest is 32 bytes, got {len(digest)}")
-    return CID(1, codec, bytes([SHA2_256, 32]) + bytes(digest))
 
 
 def commit_test_set(cid: CID, salt: bytes) -> bytes:

@@ -7,23 +7,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from dainode.errors import ChainError, ConfigError
-from dainode.store.cid import CID, SHA2_256, decode_multihash, encode_varint
+from dainode.chain.cids import cid_from_chain, cid_to_chain  # noqa: F401  (re-exported)
+from dainode.store.cid import CID
 
 REGISTRY_KINDS = {"data": 0, "compute": 1}
 KIND_NAMES = {v: k for k, v in REGISTRY_KINDS.items()}
 ZERO_ADDRESS = "0x" + "00" * 20
-
-
-def cid_to_chain(cid: CID) -> tuple[bytes, int]:
-    """A CID as Registry stores it: (sha2-256 digest as bytes32, codec)."""
-    code, digest = decode_multihash(cid.multihash)
-    if code != SHA2_256 or len(digest) != 32:
-        raise ChainError(f"{cid} is not a sha2-256 CID; the Registry stores only 32-byte sha2-256 digests")
-    return digest, cid.codec
-
-
-def cid_from_chain(digest: bytes, codec: int) -> CID:
-    return CID(1, int(codec), encode_varint(SHA2_256) + encode_varint(32) + bytes(digest))
 
 
 @dataclass(frozen=True)
