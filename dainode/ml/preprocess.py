@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from dainode.canonical import canonical_json as _encode
 from dainode.errors import DatasetError
 from dainode.ml.datasets import Dataset
 
@@ -141,6 +141,6 @@ def schema_document(ds: Dataset, shards: Sequence[np.ndarray], *, label_classes:
 def canonical_json(doc: Any) -> bytes:
     """Canonical JSON bytes: sorted keys, no whitespace, UTF-8, no NaN/Infinity."""
     try:
-        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return _encode(doc)
     except (TypeError, ValueError) as exc:
         raise DatasetError(f"schema document is not canonical-JSON serialisable: {exc}") from exc

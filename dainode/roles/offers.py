@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from typing import Any
 
+from dainode.canonical import canonical_json
 from dainode.errors import ChainError, DainodeError, TransactionReverted
 from dainode.p2p.topics import OFFERS
 from dainode.state import OfferRecord
@@ -23,9 +23,7 @@ WITHDRAWN = "offer_withdrawn"
 MAX_PRICE_WEI = 2**80 - 1  # Registry packs prices in uint80
 
 
-def canonical(doc: Any) -> bytes:
-    """Sorted keys, no whitespace, UTF-8, no NaN: the bytes whose CID goes on chain."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+canonical = canonical_json  # the offer document bytes whose CID goes on chain
 
 
 def check_price(price_wei: Any) -> int:
