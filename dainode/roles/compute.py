@@ -2,39 +2,25 @@
 
 from __future__ import annotations
 
-import os
-
 import trio
 
 from dainode.errors import ConfigError
-from dainode.roles.base import Role
-from dainode.roles.offers import OfferPublisher, base_document, check_price
-from dainode.roles.taskdocs import node_roles, retrying
+from dainode.roles.offer_role import OfferRole
+from dainode.roles.offers import base_document, check_price
 
 
-class ComputeRole(Role):
+class ComputeRole(OfferRole):
+    title = "compute provider"
     name = "compute"
     kind = "compute"
 
-    def __init__(self, ctx):
-        super().__init__(ctx)
-        self.publisher = OfferPublisher(ctx)
-        self.auto_withdraw = os.environ.get("DAINODE_TASK_AUTO_WITHDRAW", "1") != "0"
-        node_roles(ctx).add(self.name)
-
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        self.check()
+    def make_tasks(self):
         from dainode.roles.compute_task import ComputeTasks
-        from dainode.roles.negotiate import negotiator
-        from dainode.roles.taskchain import TaskChain
 
-        self.tasks = ComputeTasks(self)
-        self.tasks.start(TaskChain(self.ctx.chain), negotiator(self.ctx))
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            nursery.start_soon(self.publisher.resume_all, self.kind)
-            nursery.start_soon(retrying, "compute provider", self.tasks.follow, nursery)
-            await trio.sleep_forever()
+        return ComputeTasks(self)
+
+    async def follow(self, nursery: trio.Nursery) -> None:
+        await self.tasks.follow(nursery)
 
     def rpc_methods(self) -> dict:
         return {"offer_create_compute": self.rpc_create}

@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-import os
-
 import trio
 
 from dainode.errors import ConfigError
-from dainode.roles.base import Role
-from dainode.roles.offers import OfferPublisher, base_document, check_price
-from dainode.roles.taskdocs import node_roles, retrying
+from dainode.roles.offer_role import OfferRole
+from dainode.roles.offers import base_document, check_price
 
 
-class DataRole(Role):
+class DataRole(OfferRole):
+    title = "data provider"
     name = "data"
     kind = "data"
 
-    def __init__(self, ctx):
-        super().__init__(ctx)
-        self.publisher = OfferPublisher(ctx)
-        self.auto_withdraw = os.environ.get("DAINODE_TASK_AUTO_WITHDRAW", "1") != "0"
-        node_roles(ctx).add(self.name)
-
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        self.check()
+    def make_tasks(self):
         from dainode.roles.data_task import DataTasks
-        from dainode.roles.negotiate import negotiator
-        from dainode.roles.taskchain import TaskChain
 
-        self.tasks = DataTasks(self)
-        self.tasks.start(TaskChain(self.ctx.chain), negotiator(self.ctx))
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            nursery.start_soon(self.publisher.resume_all, self.kind)
-            nursery.start_soon(retrying, "data provider", self.tasks.follow)
-            await trio.sleep_forever()
+        return DataTasks(self)
 
     def rpc_methods(self) -> dict:
         return {"offer_create_data": self.rpc_create}
