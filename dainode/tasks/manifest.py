@@ -20,6 +20,8 @@ from dainode.tasks.fields import Table
 SCHEMA = "dainode.task-manifest/1"
 AGGREGATIONS = ("fedavg", "fedprox", "median", "trimmed_mean", "multikrum")
 PRIVACY_MODES = ("fl", "he")
+INITS = ("seeded", "zeros")
+HE_KINDS = ("logistic",)  # binary: label_classes [0, 1], layers [features, 2]
 MODEL_KINDS = {"mlp": "mlp", "logistic": "logreg"}  # manifest name -> dainode.ml.spec kind
 PLANNED_KINDS = ("linear",)
 CONTRIBUTION_METHODS = ("shapley", "loo")
@@ -60,6 +62,7 @@ class ModelSection:
     batch: int
     optimizer: str = "sgd"
     momentum: float = 0.9
+    init: str | None = None  # None: seeded He-uniform (dainode.ml.spec.init_params); "zeros": all zero
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,8 @@ def parse_manifest(doc: dict, *, source: str = "manifest") -> Manifest:
     data = _data(Table(tables["data"], "data", source))
     model = _model(Table(tables["model"], "model", source), data)
     test = _test(Table(tables["test"], "test", source))
+    if task.privacy == "he":
+        _check_he(task, model, data, source)
     m = Manifest(task, model, data, test)
     try:
         m.train_config
@@ -211,6 +216,23 @@ def _task(t: Table) -> TaskSection:
                      "the contract reserves at match time")
     t.finish()
     return sec
+
+
+def _check_he(task: TaskSection, model: ModelSection, data: DataSection, source: str) -> None:
+    """The he mode trains binary linear models on CKKS ciphertexts (dainode/crypto/he_linear.py)."""
+    if model.kind not in HE_KINDS:
+        raise ConfigError(f"{source}: invalid value {model.kind!r} for model.kind: privacy 'he' trains "
+                          f"{', '.join(HE_KINDS)} models only (linear in the features, binary)", key="model.kind")
+    if len(data.label_classes) != 2:
+        raise ConfigError(f"{source}: invalid value {list(data.label_classes)} for data.label_classes: privacy 'he' "
+                          "trains a binary model; give exactly two classes", key="data.label_classes")
+    if task.local_epochs != 1:
+        raise ConfigError(f"{source}: invalid value {task.local_epochs} for task.local_epochs: privacy 'he' runs one "
+                          "full-batch epoch per round (the round's fresh encrypted model is the depth refresh); use "
+                          "more rounds", key="task.local_epochs")
+    if task.clip_norm is not None:
+        raise ConfigError(f"{source}: task.clip_norm is not supported with privacy 'he' (the computation provider "
+                          "cannot clip what it cannot read)", key="task.clip_norm")
 
 
 def _rule_params(t: Table, aggregation: str, providers: int) -> dict:
@@ -255,7 +277,8 @@ def _model(t: Table, data: DataSection) -> ModelSection:
     sec = ModelSection(kind=kind, layers=layers, lr=t.float("lr", lo=0, lo_open=True, hi=100.0),
                        batch=t.int("batch", lo=1, hi=1 << 20),
                        optimizer=t.str("optimizer", choices=OPTIMIZERS, default="sgd"),
-                       momentum=t.float("momentum", lo=0, hi=1.0, default=0.9))
+                       momentum=t.float("momentum", lo=0, hi=1.0, default=0.9),
+                       init=t.str("init", choices=INITS, optional=True))
     t.finish()
     return sec
 

@@ -1,0 +1,119 @@
+"""The model provider's he side: the task's CKKS key pair (sealed on disk), its public documents, opening updates, publishing models."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import trio
+
+from dainode.crypto.keys import read_sealed, write_sealed
+from dainode.errors import DainodeError, TaskError
+from dainode.roles.taskdocs import put_json, vault_of
+from dainode.tasks.keys import task_key_path
+
+log = logging.getLogger("dainode.tasks")
+
+SEAL_KIND = "task-ckks"  # authenticated in the sealed file
+
+
+def _path(vault, ref: str) -> Path:
+    return task_key_path(vault.data_dir, ref).with_suffix(".ckks")
+
+
+def _load_or_create(vault, ref: str):
+    """The CKKS secret context saved under ``ref`` (made and sealed with the node's password the first time)."""
+    from dainode.crypto import he_linear as hel
+    from dainode.crypto.ckks import CkksContext
+
+    path = _path(vault, ref)
+    if path.exists():
+        return CkksContext.from_bytes(read_sealed(path, vault._password, SEAL_KIND))
+    ctx = hel.create_he_context()
+    write_sealed(path, hel.secret_context_bytes(ctx), vault._password, SEAL_KIND, light_kdf=vault.light_kdf)
+    return CkksContext.from_bytes(hel.secret_context_bytes(ctx))
+
+
+async def he_setup(role, ref: str, manifest) -> dict:
+    """At task_create: make (or reload after a restart) the CKKS key pair, publish the evaluation context and the
+    encrypted initial model; returns the ``he`` section of the task key document."""
+    from dainode.crypto import he_linear as hel
+    from dainode.tasks.he_task import HeTaskDoc, encrypted_model_blob
+    from dainode.tasks.rounds import initial_params
+
+    ctx = role.ctx
+    key_ctx = await trio.to_thread.run_sync(_load_or_create, vault_of(ctx), ref)
+    eval_bytes = await trio.to_thread.run_sync(hel.eval_context_bytes, key_ctx)
+    ctx_cid = await ctx.content.put_bytes(eval_bytes)
+    blob = await trio.to_thread.run_sync(lambda: encrypted_model_blob(manifest, 0, key_ctx, initial_params(manifest)))
+    m0 = await ctx.content.put_bytes(blob)
+    log.info("he task: CKKS evaluation context %s (%d bytes, no Galois keys), encrypted model 0 %s (%d bytes)",
+             ctx_cid, len(eval_bytes), m0, len(blob))
+    return HeTaskDoc(str(ctx_cid), str(m0), key_ctx.fingerprint.hex(), len(eval_bytes), ctx.keys.peer_id).to_document()
+
+
+class HeKeyHolder:
+    """One he task's key holder inside its TaskRun: opens updates, encrypts global models, reveals the CKKS key."""
+
+    def __init__(self, run, ref: str):
+        self.run, self.ctx, self.ref = run, run.ctx, ref
+        self.key_ctx = _load_or_create(vault_of(self.ctx), ref)
+        self.params: dict[int, np.ndarray] = {}  # round -> the global model it trains from (plaintext, key holder only)
+        self._have = trio.Event()
+        self.sizes: dict[str, int] = {}
+
+    def set_params(self, t: int, params) -> None:
+        self.params[int(t)] = np.asarray(params, np.float32)
+        self._have.set()
+        self._have = trio.Event()
+
+    async def open(self, blob: bytes, binding, rnd: int, max_examples):
+        from dainode.tasks.he_task import open_he_update
+
+        with trio.move_on_after(120):
+            while rnd not in self.params:
+                await self._have.wait()
+        if rnd not in self.params:
+            raise TaskError(f"no global model of round {rnd} to apply an he update to")
+        w, m = self.params[rnd], self.run.manifest
+        self.sizes[f"update_{rnd}_{binding.match_id}"] = len(blob)
+        return await trio.to_thread.run_sync(
+            lambda: open_he_update(blob, self.run.key.private, binding, m, self.key_ctx, w, max_examples=max_examples))
+
+    async def publish(self, t: int, params) -> str:
+        """The encrypted global model of round ``t`` (the next round's input, fresh: full depth again) on IPFS."""
+        from dainode.tasks.he_task import encrypted_model_blob
+
+        self.set_params(t, params)
+        blob = await trio.to_thread.run_sync(lambda: encrypted_model_blob(self.run.manifest, t, self.key_ctx, params))
+        self.sizes[f"model_{t}"] = len(blob)
+        return str(await self.ctx.content.put_bytes(blob))
+
+    async def reveal(self) -> str:
+        """The CKKS secret context on IPFS, for the key reveal document: anyone can then decrypt and recompute."""
+        from dainode.crypto import he_linear as hel
+
+        return str(await self.ctx.content.put_bytes(hel.secret_context_bytes(self.key_ctx)))
+
+
+def key_holder(run) -> HeKeyHolder | None:
+    """The run's key holder if its task is an he task (the CKKS key is named in the task record's ``he_ref``)."""
+    if run.manifest.task.privacy != "he":
+        return None
+    rec = run.ctx.state.get_task(str(run.task_id))
+    ref = (rec.doc if rec else {}).get("he_ref")
+    if not ref:
+        raise TaskError(f"task {run.task_id} is an he task but its record names no CKKS key (he_ref)")
+    try:
+        return HeKeyHolder(run, ref)
+    except (OSError, DainodeError) as exc:
+        raise TaskError(f"cannot load the CKKS key of task {run.task_id}: {exc}") from None
+
+
+async def put_key_doc(role, key, ref: str, manifest):
+    """The task public key document; an he task's carries the ``he`` section (context, encrypted model 0)."""
+    doc = key.public.to_document()
+    if manifest.task.privacy == "he":
+        doc["he"] = await he_setup(role, ref, manifest)
+    return await put_json(role.ctx, doc)

@@ -1,0 +1,97 @@
+"""The he mode's documents in one process: manifest rules, data → encrypted gradient → the key holder's update, as fl would make it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dainode.crypto import he_linear as hel
+from dainode.crypto.ckks import CkksContext
+from dainode.errors import ConfigError, DocumentRejected, TaskError
+from dainode.ml.datasets import load_builtin
+from dainode.tasks.documents import DataBinding, UpdateBinding
+from dainode.tasks.he_task import (encrypted_model_blob, open_he_data, open_he_update, seal_he_data, seal_he_update,
+                                   to_wb, unpack_he_model, update_from_step)
+from dainode.tasks.keys import TaskKey
+from dainode.tasks.manifest import parse_manifest
+from dainode.tasks.rounds import initial_params
+from tests.unit.tasks.helpers import TASK, manifest_doc
+
+CP = "0x" + "c1" * 20
+DP = "0x" + "d1" * 20
+
+
+def he_doc(**model) -> dict:
+    doc = manifest_doc(privacy="he", local_epochs=1, providers=2, quorum=2)
+    doc["model"] = {"kind": "logistic", "layers": [30, 2], "lr": 0.05, "batch": 1024, "init": "zeros", **model}
+    doc["data"] = {"features": 30, "label_classes": [0, 1], "min_rows": 50, "min_quality": 0.5}
+    doc["test"] = {"dataset": "breast_cancer"}
+    return doc
+
+
+@pytest.mark.parametrize("path, value, says", [
+    ("model.kind", "mlp", "privacy 'he' trains logistic"),
+    ("task.local_epochs", 2, "one full-batch epoch per round"),
+    ("task.clip_norm", 1.0, "cannot clip"),
+    ("task.aggregation", "median", "linear rule"),
+])
+def test_he_manifest_rules(path, value, says):
+    doc = he_doc()
+    table, key = path.split(".")
+    doc[table][key] = value
+    if value == "mlp":
+        doc["model"]["layers"] = [30, 8, 2]
+    with pytest.raises(ConfigError, match=says):
+        parse_manifest(doc)
+
+
+def test_zero_init_and_binary_form():
+    m = parse_manifest(he_doc())
+    assert not initial_params(m).any() and m.task.privacy == "he"
+    assert parse_manifest(manifest_doc()).model.init is None  # fl manifests keep the seeded init (and their CIDs)
+    step = np.arange(31, dtype=np.float64) / 100
+    assert np.allclose(to_wb(m.model_spec, update_from_step(m.model_spec, step)), step, atol=1e-7)
+
+
+def test_he_round_in_one_process_matches_the_plaintext_step():
+    m = parse_manifest(he_doc())
+    spec = m.model_spec
+    ds = load_builtin("breast_cancer")
+    x = (ds.x - ds.x.mean(0)) / ds.x.std(0)
+    x, y = np.clip(x, -5, 5)[:120], ds.y[:120]
+    key_ctx = hel.create_he_context()
+    pub = CkksContext.from_bytes(hel.eval_context_bytes(key_ctx))
+    task_key, cp_key = TaskKey.generate(), TaskKey.generate()
+    # data provider: encrypted under the public context, sealed for its computation provider
+    dbind = DataBinding(TASK, 0, DP)
+    blob = seal_he_data(dbind, hel.encrypt_data(pub, x, y, "logistic"), [cp_key.public.key])
+    assert x[0].astype("<f8").tobytes() not in blob and x[0].astype("<f4").tobytes() not in blob
+    data = open_he_data(blob, cp_key.private, dbind, pub, spec)
+    with pytest.raises(DocumentRejected) as bad:
+        open_he_data(blob, cp_key.private, DataBinding(TASK, 1, DP), pub, spec)
+    assert bad.value.reason == "wrong_match"
+    # key holder: a nonzero global model, encrypted; computation provider: one masked gradient
+    params = update_from_step(spec, np.linspace(-0.1, 0.1, 31))
+    model = unpack_he_model(encrypted_model_blob(m, 1, key_ctx, params), 1, pub, 31)
+    with pytest.raises(TaskError, match="expected round 2"):
+        unpack_he_model(encrypted_model_blob(m, 1, key_ctx, params), 2, pub, 31)
+    grads = hel.grads_to_bytes(hel.masked_gradient(model, data, "logistic"))
+    ubind = UpdateBinding(TASK, 0, 1, CP)
+    sealed = seal_he_update(ubind, grads, len(y), [task_key.public.key])
+    up = open_he_update(sealed, task_key.private, ubind, m, key_ctx, params, max_examples=len(y))
+    again = open_he_update(sealed, task_key.private, ubind, m, key_ctx, params, max_examples=len(y))
+    assert up.update.tobytes() == again.update.tobytes() and up.n_examples == len(y)  # verify recomputes bit for bit
+    # the fl mode's full-batch softmax step with the cubic sigmoid, in float64
+    wb = to_wb(spec, params)
+    x1 = np.hstack([x, np.ones((len(x), 1))])
+    z = x1 @ wb
+    want = update_from_step(spec, -2 * m.model.lr * x1.T @ (0.5 + 0.197 * z - 0.004 * z**3 - y) / len(y))
+    assert np.max(np.abs(up.update - want)) < 1e-3 * max(1.0, np.max(np.abs(want)))
+    with pytest.raises(DocumentRejected) as bad:
+        open_he_update(sealed, task_key.private, ubind, m, key_ctx, params, max_examples=len(y) - 1)
+    assert bad.value.reason == "bad_examples"
+    short = seal_he_update(ubind, hel.grads_to_bytes(hel.grads_from_bytes(pub, grads, 31)[:30]), len(y),
+                           [task_key.public.key])
+    with pytest.raises(DocumentRejected) as bad:
+        open_he_update(short, task_key.private, ubind, m, key_ctx, params)
+    assert bad.value.reason == "wrong_shape"
