@@ -90,6 +90,12 @@ class HeKeyHolder:
         self.sizes[f"model_{t}"] = len(blob)
         return str(await self.ctx.content.put_bytes(blob))
 
+    def round_sizes(self, t: int) -> dict:
+        """Bytes of round ``t``: the encrypted updates received and the encrypted model published for round t + 1."""
+        ups = [v for k, v in self.sizes.items() if k.startswith(f"update_{t}_")]
+        return {"he_updates_bytes": sum(ups), "he_updates": len(ups), "he_model_bytes": self.sizes.get(f"model_{t + 1}", 0),
+                "he_refreshes": 0}
+
     async def reveal(self) -> str:
         """The CKKS secret context on IPFS, for the key reveal document: anyone can then decrypt and recompute."""
         from dainode.crypto import he_linear as hel

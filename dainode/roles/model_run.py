@@ -329,6 +329,8 @@ class TaskRun:
         timing = {"round": t, "wait_updates_ms": round((t_in - opened) * 1000, 1),
                   "aggregate_eval_ms": round((t_agg - t_in) * 1000, 1), "publish_ms": round((t_pub - t_agg) * 1000, 1),
                   "total_ms": round((t_pub - opened) * 1000, 1)}
+        if self.he is not None:
+            timing.update(self.he.round_sizes(t))  # bytes moved in this round (he)
         self.timings.append(timing)
         self.ctx.state.put_round(RoundRecord(str(self.task_id), t, "published",
                                              {"result_cid": str(result_cid), "model_cid": str(model_cid), **timing,

@@ -21,6 +21,17 @@ SCHEMA = "dainode.task-manifest/1"
 AGGREGATIONS = ("fedavg", "fedprox", "median", "trimmed_mean", "multikrum")
 PRIVACY_MODES = ("fl", "he")
 INITS = ("seeded", "zeros")
+# What each party can read, by privacy mode (task_status and docs/tasks.md say the same)
+VISIBILITY = {
+    "fl": {"compute_provider": "the data and the model in the clear, inside its own process (sealed for its key)",
+           "model_provider": "each update and the models, never the data",
+           "everyone_after_reveal": "updates, models and the test set (the task key is revealed)"},
+    "he": {"compute_provider": "ciphertexts only: CKKS-encrypted rows, models and its masked update, in envelopes; "
+                               "it holds no secret key",
+           "model_provider": "the decrypted gradient sums and the models, never the data (each gradient slot it "
+                             "decrypts is masked)",
+           "everyone_after_reveal": "updates, models and the test set (the task key and the CKKS secret are revealed)"},
+}
 HE_KINDS = ("logistic",)  # binary: label_classes [0, 1], layers [features, 2]
 MODEL_KINDS = {"mlp": "mlp", "logistic": "logreg"}  # manifest name -> dainode.ml.spec kind
 PLANNED_KINDS = ("linear",)
