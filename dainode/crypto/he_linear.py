@@ -49,6 +49,8 @@ def create_he_context() -> CkksContext:
 
 def eval_context_bytes(ctx: CkksContext) -> bytes:
     """What the data and computation providers get: public key + relinearisation key, no secret (~3 MB)."""
+    if not ctx.tenseal.has_relin_keys():
+        raise CryptoError("the key holder's CKKS context has no relinearisation key to publish")
     ctx = ctx.public_with_eval_keys()
     if ctx.tenseal.has_galois_keys():
         raise CryptoError("the he context must not carry Galois keys (the layout needs no rotation)")

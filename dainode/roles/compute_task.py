@@ -128,7 +128,8 @@ class Job:
                 self._bg = bg  # best-effort pushes, off the critical path
                 await self._run()
                 bg.cancel_scope.cancel()
-        except DainodeError as exc:
+        except* DainodeError as group:  # the nursery wraps the error in an ExceptionGroup (trio's strict groups)
+            exc = _first_leaf(group)
             log.error("task %d match %d: compute job stopped: %s", self.task_id, self.match_id, exc)
             self._save("failed", error=str(exc))
 
@@ -266,3 +267,10 @@ class Job:
         self.timings.append({"round": t, "fetch_model_ms": round((t1 - t0) * 1000, 1), "train_ms": round((t2 - t1) * 1000, 1),
                              "submit_ms": round((t3 - t2) * 1000, 1)})
         self._save("running")
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    exc = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

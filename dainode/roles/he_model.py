@@ -31,8 +31,9 @@ def _load_or_create(vault, ref: str):
     if path.exists():
         return CkksContext.from_bytes(read_sealed(path, vault._password, SEAL_KIND))
     ctx = hel.create_he_context()
-    write_sealed(path, hel.secret_context_bytes(ctx), vault._password, SEAL_KIND, light_kdf=vault.light_kdf)
-    return CkksContext.from_bytes(hel.secret_context_bytes(ctx))
+    # the whole context (secret + relinearisation key): a resumed task_create republishes the same evaluation context
+    write_sealed(path, ctx.to_bytes(), vault._password, SEAL_KIND, light_kdf=vault.light_kdf)
+    return ctx
 
 
 async def he_setup(role, ref: str, manifest) -> dict:
