@@ -149,20 +149,14 @@ def node_files(node: DaemonProcess):
 
 def test_he_task_across_daemons(net):
     mp, relay = net["mp"], net["relay"]
-    # the same task with privacy fl, for the accuracy reference
-    fl_id = create(net, MANIFEST.replace('privacy = "he"', 'privacy = "fl"').replace('"bc-he"', '"bc-fl"'))
-    fl = trained(net, fl_id)
     t0 = time.monotonic()
     he_id = create(net, MANIFEST)
     he = trained(net, he_id)
     took = time.monotonic() - t0
-    fl_acc, he_acc = fl["history"][-1]["accuracy"], he["history"][-1]["accuracy"]
-    print(f"\naccuracy per round: fl {[round(h['accuracy'], 4) for h in fl['history']]}, "
-          f"he {[round(h['accuracy'], 4) for h in he['history']]}; he task to its last round {took:.1f} s")
+    print(f"\nhe accuracy per round {[round(h['accuracy'], 4) for h in he['history']]}; he task to its last round "
+          f"{took:.1f} s")
     print("he timings per round (model provider):", json.dumps(he["timings"]))
-    print("fl timings per round (model provider):", json.dumps(fl["timings"]))
-    assert abs(he_acc - fl_acc) <= 0.03, (he_acc, fl_acc)
-    assert he_acc > 0.85, he["history"]
+    assert he["history"][-1]["accuracy"] > 0.85, he["history"]
     assert all(t["he_updates"] == 2 and t["he_refreshes"] == 0 for t in he["timings"]), he["timings"]
     # the task completes (challenge window, finalize) and anyone verifies it from chain + IPFS
     wait_for("the he task is final", lambda: relay.rpc("task_watch", task_id=he_id, wait_s=0)["done"], 400, every=1.0)
@@ -210,3 +204,12 @@ def test_he_task_across_daemons(net):
     # the scan does find such bytes where they are: the revealed test set's rows are in the relay's blocks
     probe = feature_needles(net["test"])[0]
     assert any(probe in d for _, d in blocks(relay)), "the scan finds feature vectors where they are in clear"
+    # the same task with privacy fl (after the scan: in fl the computation providers do get the rows, sealed)
+    t0 = time.monotonic()
+    fl_id = create(net, MANIFEST.replace('privacy = "he"', 'privacy = "fl"').replace('"bc-he"', '"bc-fl"'))
+    fl = trained(net, fl_id)
+    print(f"fl accuracy per round {[round(h['accuracy'], 4) for h in fl['history']]}; fl task to its last round "
+          f"{time.monotonic() - t0:.1f} s")
+    print("fl timings per round (model provider):", json.dumps(fl["timings"]))
+    assert fl["privacy"] == "fl" and "in the clear" in fl["visibility"]["compute_provider"]
+    assert abs(he["history"][-1]["accuracy"] - fl["history"][-1]["accuracy"]) <= 0.03, (he["history"], fl["history"])
