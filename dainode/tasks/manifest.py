@@ -32,9 +32,9 @@ VISIBILITY = {
                              "decrypts is masked)",
            "everyone_after_reveal": "updates, models and the test set (the task key and the CKKS secret are revealed)"},
 }
-HE_KINDS = ("logistic",)  # binary: label_classes [0, 1], layers [features, 2]
-MODEL_KINDS = {"mlp": "mlp", "logistic": "logreg"}  # manifest name -> dainode.ml.spec kind
-PLANNED_KINDS = ("linear",)
+HE_KINDS = ("logistic", "linear")  # binary: label_classes [0, 1], layers [features, 2] / [features, 1]
+MODEL_KINDS = {"mlp": "mlp", "logistic": "logreg", "linear": "linreg"}  # manifest name -> dainode.ml.spec kind
+PLANNED_KINDS = ()
 CONTRIBUTION_METHODS = ("shapley", "loo")
 UTILITIES = ("loss", "accuracy")
 SPLIT_PARTS = ("test", "train")
@@ -280,7 +280,13 @@ def _model(t: Table, data: DataSection) -> ModelSection:
     n_in = math.prod(data.features)
     if layers[0] != n_in:
         raise t.fail("layers", list(layers), f"the first layer must equal the feature count of [data] ({n_in})")
-    if layers[-1] <= max(data.label_classes):
+    if kind == "linear":
+        if len(layers) != 2 or layers[1] != 1:
+            raise t.fail("layers", list(layers), "a linear (least-squares) model has exactly two layers: [features, 1]")
+        if sorted(data.label_classes) != [0, 1]:
+            raise ConfigError(f"{t.source}: invalid value {list(data.label_classes)} for data.label_classes: a linear "
+                              "model is a binary least-squares classifier; use [0, 1]", key="data.label_classes")
+    elif layers[-1] <= max(data.label_classes):
         raise t.fail("layers", list(layers), f"the last layer must have at least {max(data.label_classes) + 1} "
                                              f"outputs for data.label_classes {list(data.label_classes)}")
     if kind == "logistic" and len(layers) != 2:

@@ -95,3 +95,42 @@ def test_he_round_in_one_process_matches_the_plaintext_step():
     with pytest.raises(DocumentRejected) as bad:
         open_he_update(short, task_key.private, ubind, m, key_ctx, params)
     assert bad.value.reason == "wrong_shape"
+
+
+def test_linear_kind_in_fl_and_he():
+    doc = he_doc(kind="linear", layers=[30, 1])
+    m = parse_manifest(doc)
+    assert m.model_spec.kind == "linreg" and m.model_spec.n_classes == 2
+    with pytest.raises(ConfigError, match=r"exactly two layers: \[features, 1\]"):
+        parse_manifest(he_doc(kind="linear", layers=[30, 2]))
+    bad = he_doc(kind="linear", layers=[30, 1])
+    bad["data"]["label_classes"] = [1, 2]
+    with pytest.raises(ConfigError, match="use \\[0, 1\\]"):
+        parse_manifest(bad)
+    ds = load_builtin("breast_cancer")
+    x = np.clip((ds.x - ds.x.mean(0)) / ds.x.std(0), -5, 5).astype(np.float32)
+    y = ds.y
+    # fl: the JAX trainer minimises the squared error; the 0.5 threshold classifies
+    from dainode.tasks.rounds import compute_update, evaluate_params
+
+    fl_doc = he_doc(kind="linear", layers=[30, 1], lr=0.01)
+    fl_doc["task"]["privacy"], fl_doc["task"]["local_epochs"] = "fl", 20
+    fl_doc["model"]["batch"] = 32
+    fl = parse_manifest(fl_doc)
+    out = compute_update(fl, initial_params(fl), x[:400], y[:400], round=0, match_id=0)
+    got = evaluate_params(fl, out.params, (x[400:], y[400:]))
+    assert got["accuracy"] > 0.9 and got["loss"] < evaluate_params(fl, initial_params(fl), (x[400:], y[400:]))["loss"]
+    # he: the key holder's step equals the float64 least-squares gradient step
+    key_ctx = hel.create_he_context()
+    pub = CkksContext.from_bytes(hel.eval_context_bytes(key_ctx))
+    params = update_from_step(m.model_spec, np.linspace(-0.05, 0.05, 31))
+    data = hel.encrypt_data(pub, x[:100], y[:100], "linear")
+    model = unpack_he_model(encrypted_model_blob(m, 0, key_ctx, params), 0, pub, 31)
+    task_key = TaskKey.generate()
+    ubind = UpdateBinding(TASK, 0, 0, CP)
+    sealed = seal_he_update(ubind, hel.grads_to_bytes(hel.masked_gradient(model, data, "linear")), 100,
+                            [task_key.public.key])
+    up = open_he_update(sealed, task_key.private, ubind, m, key_ctx, params)
+    x1 = np.hstack([x[:100], np.ones((100, 1))]).astype(np.float64)
+    want = update_from_step(m.model_spec, -m.model.lr * x1.T @ (x1 @ to_wb(m.model_spec, params) - y[:100]) / 100)
+    assert np.max(np.abs(up.update - want)) < 1e-3 * max(1.0, np.max(np.abs(want)))
