@@ -89,10 +89,16 @@ async def load_data(job, blob: bytes, binding) -> HeJob:
     return HeJob(job, doc, ctx_eval, data)
 
 
+HE_REFRESH = "he_refresh"  # /dai/negotiate/1.0.0: CP -> MP, the masked gradients so far (by CID) -> the next model
+REFRESH_TIMEOUT_S = 120.0
+
+
 async def round_update(he: HeJob, t: int, binding) -> tuple[bytes, dict]:
-    """Train round ``t`` on ciphertexts: fetch the encrypted global model, one masked gradient, the sealed update."""
+    """Train round ``t`` on ciphertexts: the encrypted global model, one masked gradient per local epoch (a refresh
+    round trip to the key holder between epochs), the sealed update."""
     from dainode.crypto import he_linear as hel
-    from dainode.tasks.he_task import he_kind, seal_he_update, unpack_he_model
+    from dainode.roles import negotiate as neg
+    from dainode.tasks.he_task import HE_REFRESH_SCHEMA, he_kind, seal_he_update, unpack_he_model
 
     job = he.job
     m = job.task.manifest
@@ -103,20 +109,42 @@ async def round_update(he: HeJob, t: int, binding) -> tuple[bytes, dict]:
         cid = res.get("he_model_cid")
         if not cid:
             raise TaskError(f"task {job.task_id} round {t - 1}: the round result names no encrypted model (he_model_cid)")
-    t0 = trio.current_time()
-    blob = await fetch(job.ctx, cid, timeout=MODEL_TIMEOUT_S)
-    t1 = trio.current_time()
     n_params = int(np.prod(m.model_spec.feature_shape)) + 1
+    recipients = [job.task.public_key.key]
+    grads: list[bytes] = []
+    stats = {"he_model_bytes": 0, "he_refreshes": 0, "he_refresh_bytes": 0, "fetch_he_model_ms": 0.0, "he_train_ms": 0.0,
+             "he_refresh_ms": 0.0}
+    for epoch in range(m.task.local_epochs):
+        t0 = trio.current_time()
+        blob = await fetch(job.ctx, cid, timeout=MODEL_TIMEOUT_S)
+        t1 = trio.current_time()
+        stats["he_model_bytes"] += len(blob)
 
-    def train() -> bytes:
-        model = unpack_he_model(blob, t, he.ctx_eval, n_params)
-        return hel.grads_to_bytes(hel.masked_gradient(model, he.data, he_kind(m)))
+        def train() -> bytes:
+            model = unpack_he_model(blob, t, he.ctx_eval, n_params, epoch=epoch)
+            return hel.grads_to_bytes(hel.masked_gradient(model, he.data, he_kind(m)))
 
-    try:
-        grads = await trio.to_thread.run_sync(train)
-    except CryptoError as exc:
-        raise TaskError(f"task {job.task_id} round {t}: encrypted training failed: {exc}") from None
-    t2 = trio.current_time()
-    sealed = seal_he_update(binding, grads, he.n_examples, [job.task.public_key.key])
-    return sealed, {"he_model_bytes": len(blob), "he_update_bytes": len(sealed), "he_refreshes": 0,
-                    "fetch_he_model_ms": round((t1 - t0) * 1000, 1), "he_train_ms": round((t2 - t1) * 1000, 1)}
+        try:
+            grads.append(await trio.to_thread.run_sync(train))
+        except CryptoError as exc:
+            raise TaskError(f"task {job.task_id} round {t} epoch {epoch}: encrypted training failed: {exc}") from None
+        t2 = trio.current_time()
+        stats["fetch_he_model_ms"] += round((t1 - t0) * 1000, 1)
+        stats["he_train_ms"] += round((t2 - t1) * 1000, 1)
+        if epoch == m.task.local_epochs - 1:
+            break
+        # out of depth: the key holder re-encrypts the model after this epoch (ciphertexts only, both ways)
+        req = seal_he_update(binding, grads, he.n_examples, recipients, schema=HE_REFRESH_SCHEMA)
+        req_cid = await job.ctx.content.put_bytes(req)
+        msg = {"v": neg.VERSION, "type": HE_REFRESH, "task_id": job.task_id, "match_id": job.match_id, "round": t,
+               "epoch": epoch, "request_cid": str(req_cid)}
+        rep = await job.owner.negotiator.request(he.doc.peer_id, msg, REFRESH_TIMEOUT_S)
+        if not rep.get("ok") or not isinstance(rep.get("model_cid"), str):
+            raise TaskError(f"task {job.task_id} round {t} epoch {epoch}: the model provider refused the refresh: "
+                            f"{rep.get('reason')} ({rep.get('detail')})")
+        cid = rep["model_cid"]
+        stats["he_refreshes"] += 1
+        stats["he_refresh_bytes"] += len(req)
+        stats["he_refresh_ms"] += round((trio.current_time() - t2) * 1000, 1)
+    sealed = seal_he_update(binding, grads, he.n_examples, recipients)
+    return sealed, {**stats, "he_update_bytes": len(sealed)}

@@ -63,6 +63,7 @@ class HeKeyHolder:
         self.params: dict[int, np.ndarray] = {}  # round -> the global model it trains from (plaintext, key holder only)
         self._have = trio.Event()
         self.sizes: dict[str, int] = {}
+        self.refreshes: dict[tuple[int, int], set] = {}  # (round, match) -> epochs refreshed
 
     def set_params(self, t: int, params) -> None:
         self.params[int(t)] = np.asarray(params, np.float32)
@@ -91,11 +92,46 @@ class HeKeyHolder:
         self.sizes[f"model_{t}"] = len(blob)
         return str(await self.ctx.content.put_bytes(blob))
 
+    async def refresh(self, msg: dict, peer: str) -> dict:
+        """A computation provider is out of depth after a local epoch: decrypt its masked gradients so far, take the
+        steps, answer with the next epoch's freshly encrypted model (CIDs both ways; only ciphertexts move)."""
+        from dainode.roles import negotiate as neg
+        from dainode.roles.taskdocs import fetch
+        from dainode.tasks.documents import UpdateBinding
+        from dainode.tasks.he_task import encrypted_wb_blob, refreshed_wb
+
+        run = self.run
+        mid, rnd, epoch = (neg.need(msg, k, int) for k in ("match_id", "round", "epoch"))
+        m = run.matches.get(mid)
+        if m is None or (m.get("compute_peer_id") and m["compute_peer_id"] != peer):
+            raise neg.Refused("wrong_task", f"peer {peer} computes no match {mid} of task {run.task_id}")
+        if rnd not in self.params or epoch >= run.manifest.task.local_epochs - 1:
+            raise neg.Refused("malformed", f"no refresh for round {rnd} epoch {epoch} now")
+        done = self.refreshes.setdefault((rnd, mid), set())
+        if epoch in done:
+            raise neg.Refused("busy", f"match {mid} already refreshed round {rnd} epoch {epoch}")
+        blob = await fetch(self.ctx, neg.need(msg, "request_cid", str), timeout=60)
+        binding = UpdateBinding(run.ref, mid, rnd, m["compute_provider"])
+        w = self.params[rnd]
+        try:
+            out = await trio.to_thread.run_sync(lambda: encrypted_wb_blob(
+                rnd, self.key_ctx, refreshed_wb(blob, run.key.private, binding, run.manifest, self.key_ctx, w, epoch),
+                epoch=epoch + 1))
+        except DainodeError as exc:
+            raise neg.Refused("malformed", f"refresh request of match {mid} round {rnd}: {exc}") from None
+        done.add(epoch)
+        cid = await self.ctx.content.put_bytes(out)
+        self.sizes[f"refresh_{rnd}_{mid}_{epoch}"] = len(blob) + len(out)
+        log.info("task %d round %d: refreshed match %d after epoch %d (%d + %d bytes)", run.task_id, rnd, mid, epoch,
+                 len(blob), len(out))
+        return neg.reply("he_refresh", model_cid=str(cid))
+
     def round_sizes(self, t: int) -> dict:
         """Bytes of round ``t``: the encrypted updates received and the encrypted model published for round t + 1."""
         ups = [v for k, v in self.sizes.items() if k.startswith(f"update_{t}_")]
+        refs = [v for k, v in self.sizes.items() if k.startswith(f"refresh_{t}_")]
         return {"he_updates_bytes": sum(ups), "he_updates": len(ups), "he_model_bytes": self.sizes.get(f"model_{t + 1}", 0),
-                "he_refreshes": 0}
+                "he_refreshes": len(refs), "he_refresh_bytes": sum(refs)}
 
     async def reveal(self) -> str:
         """The CKKS secret context on IPFS, for the key reveal document: anyone can then decrypt and recompute."""
@@ -124,3 +160,14 @@ async def put_key_doc(role, key, ref: str, manifest):
     if manifest.task.privacy == "he":
         doc["he"] = await he_setup(role, ref, manifest)
     return await put_json(role.ctx, doc)
+
+
+async def on_he_refresh(role, msg: dict, peer: str) -> dict:
+    """The model role's ``he_refresh`` handler: route to the task's key holder."""
+    from dainode.roles import negotiate as neg
+
+    task_id = neg.need(msg, "task_id", int)
+    run = role.runs.get(task_id)
+    if run is None or getattr(run, "he", None) is None:
+        raise neg.Refused("wrong_task", f"this node runs no he task {task_id}")
+    return await run.he.refresh(msg, peer)

@@ -45,6 +45,9 @@ class ModelRole(Role):
         self.tc = TaskChain(self.ctx.chain)
         self.negotiator = negotiator(self.ctx)
         self.negotiator.add("round_update", self.on_round_update)
+        from dainode.roles.he_model import on_he_refresh
+
+        self.negotiator.add("he_refresh", lambda msg, peer: on_he_refresh(self, msg, peer))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()

@@ -32,6 +32,7 @@ HE_DOC_SCHEMA = "dainode.he-task/1"
 HE_DATA_SCHEMA = "dainode.he-training-data/1"
 HE_UPDATE_SCHEMA = "dainode.he-update/1"
 HE_MODEL_SCHEMA = "dainode.he-global-model/1"
+HE_REFRESH_SCHEMA = "dainode.he-refresh/1"  # a refresh request: the masked gradients so far, for the task key
 _UPDATE_ORDER = [("wrong_task", ("chain_id", "task_address", "task_id")), ("wrong_round", ("round",)),
                  ("wrong_sender", ("sender",)), ("wrong_match", ("match_id",))]
 _DATA_ORDER = [("wrong_task", ("chain_id", "task_address", "task_id")), ("wrong_sender", ("sender",)),
@@ -125,13 +126,15 @@ def he_doc_of(key_doc: dict) -> HeTaskDoc:
 # --- encrypted global models (CKKS ciphertexts; only the key holder can read them: no envelope) -----
 
 
-def pack_he_model(round_: int, ctx: CkksContext, model_bytes: bytes) -> bytes:
-    head = canonical_json({"schema": HE_MODEL_SCHEMA, "round": int(round_), "fingerprint": ctx.fingerprint.hex()})
+def pack_he_model(round_: int, ctx: CkksContext, model_bytes: bytes, *, epoch: int = 0) -> bytes:
+    """``epoch`` > 0: a refreshed model inside round ``round_`` (the input of that local epoch)."""
+    head = canonical_json({"schema": HE_MODEL_SCHEMA, "round": int(round_), "epoch": int(epoch),
+                           "fingerprint": ctx.fingerprint.hex()})
     return _LEN.pack(len(head)) + head + model_bytes
 
 
-def unpack_he_model(blob: bytes, round_: int, ctx: CkksContext, n_params: int):
-    """The encrypted model of ``round_`` under ``ctx``'s key pair; TaskError if it is another round's or another key's."""
+def unpack_he_model(blob: bytes, round_: int, ctx: CkksContext, n_params: int, *, epoch: int = 0):
+    """The encrypted model of ``round_`` (local epoch ``epoch``) under ``ctx``'s key pair; TaskError if it is another."""
     blob = bytes(blob)
     try:
         (hlen,) = _LEN.unpack_from(blob)
@@ -139,9 +142,9 @@ def unpack_he_model(blob: bytes, round_: int, ctx: CkksContext, n_params: int):
         assert isinstance(head, dict) and head.get("schema") == HE_MODEL_SCHEMA
     except (struct.error, UnicodeDecodeError, ValueError, AssertionError):
         raise TaskError(f"not a {HE_MODEL_SCHEMA} document") from None
-    if head.get("round") != int(round_) or head.get("fingerprint") != ctx.fingerprint.hex():
-        raise TaskError(f"encrypted model is for round {head.get('round')!r} under key {head.get('fingerprint')!r:.20}; "
-                        f"expected round {round_} under the task's CKKS key")
+    if (head.get("round"), head.get("epoch", 0), head.get("fingerprint")) != (int(round_), int(epoch), ctx.fingerprint.hex()):
+        raise TaskError(f"encrypted model is for round {head.get('round')!r} epoch {head.get('epoch', 0)!r} under key "
+                        f"{head.get('fingerprint')!r:.20}; expected round {round_} epoch {epoch} under the task's CKKS key")
     try:
         return hel.model_from_bytes(ctx, blob[4 + hlen:], n_params)
     except CryptoError as exc:
@@ -150,7 +153,11 @@ def unpack_he_model(blob: bytes, round_: int, ctx: CkksContext, n_params: int):
 
 def encrypted_model_blob(manifest: Manifest, round_: int, ctx: CkksContext, params: np.ndarray) -> bytes:
     """The key holder's encrypted global model of ``round_`` (binary form, each value in every slot)."""
-    return pack_he_model(round_, ctx, hel.model_to_bytes(hel.encrypt_model(ctx, to_wb(manifest.model_spec, params))))
+    return encrypted_wb_blob(round_, ctx, to_wb(manifest.model_spec, params))
+
+
+def encrypted_wb_blob(round_: int, ctx: CkksContext, wb: np.ndarray, *, epoch: int = 0) -> bytes:
+    return pack_he_model(round_, ctx, hel.model_to_bytes(hel.encrypt_model(ctx, wb)), epoch=epoch)
 
 
 # --- data: data provider -> its computation provider ----------------------------------------------
@@ -174,16 +181,23 @@ def open_he_data(blob: bytes, key: PrivateKey, expected: DataBinding, ctx: CkksC
 # --- updates: computation provider -> key holder ---------------------------------------------------
 
 
-def seal_he_update(binding: UpdateBinding, grads: bytes, n_examples: int, recipients: Iterable[PublicKey],
-                   *, epochs: int = 1) -> bytes:
-    head = canonical_json({"n_examples": int(n_examples), "epochs": int(epochs)})
-    return sealed.pack(HE_UPDATE_SCHEMA, binding.fields(), recipients, _LEN.pack(len(head)) + head + grads)
+def seal_he_update(binding: UpdateBinding, grads: list[bytes], n_examples: int, recipients: Iterable[PublicKey],
+                   *, schema: str = HE_UPDATE_SCHEMA) -> bytes:
+    """The masked gradients of every local epoch so far (``grads[e]``: ``he_linear.grads_to_bytes``), for the task key.
+
+    ``schema`` HE_REFRESH_SCHEMA: the same payload as a refresh request in the middle of a round.
+    """
+    head = canonical_json({"n_examples": int(n_examples), "epochs": len(grads)})
+    parts = [_LEN.pack(len(head)), head]
+    for g in grads:
+        parts += [_LEN.pack(len(g)), g]
+    return sealed.pack(schema, binding.fields(), recipients, b"".join(parts))
 
 
-def open_he_update(blob: bytes, key: PrivateKey, expected: UpdateBinding, manifest: Manifest, key_ctx: CkksContext,
-                   global_params: np.ndarray, *, max_examples: int | None = None) -> OpenedUpdate:
-    """Check, unseal and decrypt an he update into the parameter-form update; DocumentRejected if it is not valid."""
-    payload = sealed.unpack(blob, key, HE_UPDATE_SCHEMA, expected.fields(), _UPDATE_ORDER)
+def _he_steps(blob: bytes, key: PrivateKey, expected: UpdateBinding, manifest: Manifest, key_ctx: CkksContext,
+              global_params: np.ndarray, max_examples: int | None, epochs: int, schema: str) -> tuple[np.ndarray, int]:
+    """Unseal, decrypt every epoch's gradient sums and chain the key holder's steps: (wb after ``epochs``, n)."""
+    payload = sealed.unpack(blob, key, schema, expected.fields(), _UPDATE_ORDER)
     try:
         (hlen,) = _LEN.unpack_from(payload)
         meta = json.loads(payload[4:4 + hlen].decode("utf-8"))
@@ -194,16 +208,43 @@ def open_he_update(blob: bytes, key: PrivateKey, expected: UpdateBinding, manife
     if isinstance(n, bool) or not isinstance(n, int) or n < 1 or (max_examples is not None and n > max_examples):
         raise DocumentRejected("bad_examples", f"n_examples is {n!r}; expected an integer >= 1"
                                                + (f" and <= {max_examples} (the offer's rows)" if max_examples else ""))
-    if meta.get("epochs") != 1:
-        raise DocumentRejected("malformed", f"he update covers {meta.get('epochs')!r} epochs; this node applies 1")
+    if meta.get("epochs") != epochs:
+        raise DocumentRejected("malformed", f"he document covers {meta.get('epochs')!r} local epochs, expected {epochs}")
     spec = manifest.model_spec
     d1 = int(np.prod(spec.feature_shape)) + 1
-    try:
-        grads = hel.grads_from_bytes(key_ctx, payload[4 + hlen:], d1)
-        g = hel.decrypt_gradient(key_ctx, grads)
-    except CryptoError as exc:
-        raise DocumentRejected("wrong_shape" if "vectors" in str(exc) else "malformed", str(exc)) from None
-    step = key_holder_step(manifest, to_wb(spec, global_params), g, n)
-    if not np.all(np.isfinite(step)) or np.max(np.abs(step)) > MAX_ABS_WB:
-        raise DocumentRejected("non_finite", f"the decrypted step has max |value| {np.max(np.abs(step)):.3g}")
-    return OpenedUpdate(expected, update_from_step(spec, step), n)
+    wb = to_wb(spec, global_params)
+    pos = 4 + hlen
+    for e in range(epochs):
+        if pos + 4 > len(payload):
+            raise DocumentRejected("wrong_shape", f"he update is truncated in epoch {e} of {epochs}")
+        (size,) = _LEN.unpack_from(payload, pos)
+        chunk = payload[pos + 4:pos + 4 + size]
+        pos += 4 + size
+        try:
+            g = hel.decrypt_gradient(key_ctx, hel.grads_from_bytes(key_ctx, chunk, d1))
+        except CryptoError as exc:
+            raise DocumentRejected("wrong_shape" if "vectors" in str(exc) else "malformed", f"epoch {e}: {exc}") from None
+        wb = wb + key_holder_step(manifest, wb, g, n)
+        if not np.all(np.isfinite(wb)) or np.max(np.abs(wb)) > MAX_ABS_WB:
+            raise DocumentRejected("non_finite", f"epoch {e}: the model after the decrypted step has max |value| "
+                                                 f"{np.max(np.abs(wb)):.3g}")
+    if pos != len(payload):
+        raise DocumentRejected("malformed", f"{len(payload) - pos} unexpected trailing bytes in the he update")
+    return wb, n
+
+
+def open_he_update(blob: bytes, key: PrivateKey, expected: UpdateBinding, manifest: Manifest, key_ctx: CkksContext,
+                   global_params: np.ndarray, *, max_examples: int | None = None) -> OpenedUpdate:
+    """Check, unseal and decrypt an he update into the parameter-form update; DocumentRejected if it is not valid."""
+    spec = manifest.model_spec
+    wb, n = _he_steps(blob, key, expected, manifest, key_ctx, global_params, max_examples, manifest.task.local_epochs,
+                      HE_UPDATE_SCHEMA)
+    return OpenedUpdate(expected, update_from_step(spec, wb - to_wb(spec, global_params)), n)
+
+
+def refreshed_wb(blob: bytes, key: PrivateKey, expected: UpdateBinding, manifest: Manifest, key_ctx: CkksContext,
+                 global_params: np.ndarray, epoch: int) -> np.ndarray:
+    """The key holder's side of a refresh after local epoch ``epoch``: the model (binary form) for epoch + 1."""
+    if not 0 <= epoch < manifest.task.local_epochs - 1:
+        raise DocumentRejected("malformed", f"no refresh after epoch {epoch} of {manifest.task.local_epochs}")
+    return _he_steps(blob, key, expected, manifest, key_ctx, global_params, None, epoch + 1, HE_REFRESH_SCHEMA)[0]

@@ -32,6 +32,7 @@ VISIBILITY = {
                              "decrypts is masked)",
            "everyone_after_reveal": "updates, models and the test set (the task key and the CKKS secret are revealed)"},
 }
+HE_MAX_LOCAL_EPOCHS = 8
 HE_KINDS = ("logistic", "linear")  # binary: label_classes [0, 1], layers [features, 2] / [features, 1]
 MODEL_KINDS = {"mlp": "mlp", "logistic": "logreg", "linear": "linreg"}  # manifest name -> dainode.ml.spec kind
 PLANNED_KINDS = ()
@@ -237,10 +238,10 @@ def _check_he(task: TaskSection, model: ModelSection, data: DataSection, source:
     if len(data.label_classes) != 2:
         raise ConfigError(f"{source}: invalid value {list(data.label_classes)} for data.label_classes: privacy 'he' "
                           "trains a binary model; give exactly two classes", key="data.label_classes")
-    if task.local_epochs != 1:
-        raise ConfigError(f"{source}: invalid value {task.local_epochs} for task.local_epochs: privacy 'he' runs one "
-                          "full-batch epoch per round (the round's fresh encrypted model is the depth refresh); use "
-                          "more rounds", key="task.local_epochs")
+    if task.local_epochs > HE_MAX_LOCAL_EPOCHS:
+        raise ConfigError(f"{source}: invalid value {task.local_epochs} for task.local_epochs: privacy 'he' runs at most "
+                          f"{HE_MAX_LOCAL_EPOCHS} full-batch epochs per round (each one after the first costs a refresh "
+                          "round trip to the model provider); use more rounds", key="task.local_epochs")
     if task.clip_norm is not None:
         raise ConfigError(f"{source}: task.clip_norm is not supported with privacy 'he' (the computation provider "
                           "cannot clip what it cannot read)", key="task.clip_norm")

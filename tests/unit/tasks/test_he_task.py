@@ -31,7 +31,6 @@ def he_doc(**model) -> dict:
 
 @pytest.mark.parametrize("path, value, says", [
     ("model.kind", "mlp", "privacy 'he' trains logistic"),
-    ("task.local_epochs", 2, "one full-batch epoch per round"),
     ("task.clip_norm", 1.0, "cannot clip"),
     ("task.aggregation", "median", "linear rule"),
 ])
@@ -77,7 +76,7 @@ def test_he_round_in_one_process_matches_the_plaintext_step():
         unpack_he_model(encrypted_model_blob(m, 1, key_ctx, params), 2, pub, 31)
     grads = hel.grads_to_bytes(hel.masked_gradient(model, data, "logistic"))
     ubind = UpdateBinding(TASK, 0, 1, CP)
-    sealed = seal_he_update(ubind, grads, len(y), [task_key.public.key])
+    sealed = seal_he_update(ubind, [grads], len(y), [task_key.public.key])
     up = open_he_update(sealed, task_key.private, ubind, m, key_ctx, params, max_examples=len(y))
     again = open_he_update(sealed, task_key.private, ubind, m, key_ctx, params, max_examples=len(y))
     assert up.update.tobytes() == again.update.tobytes() and up.n_examples == len(y)  # verify recomputes bit for bit
@@ -90,7 +89,7 @@ def test_he_round_in_one_process_matches_the_plaintext_step():
     with pytest.raises(DocumentRejected) as bad:
         open_he_update(sealed, task_key.private, ubind, m, key_ctx, params, max_examples=len(y) - 1)
     assert bad.value.reason == "bad_examples"
-    short = seal_he_update(ubind, hel.grads_to_bytes(hel.grads_from_bytes(pub, grads, 31)[:30]), len(y),
+    short = seal_he_update(ubind, [hel.grads_to_bytes(hel.grads_from_bytes(pub, grads, 31)[:30])], len(y),
                            [task_key.public.key])
     with pytest.raises(DocumentRejected) as bad:
         open_he_update(short, task_key.private, ubind, m, key_ctx, params)
@@ -128,9 +127,46 @@ def test_linear_kind_in_fl_and_he():
     model = unpack_he_model(encrypted_model_blob(m, 0, key_ctx, params), 0, pub, 31)
     task_key = TaskKey.generate()
     ubind = UpdateBinding(TASK, 0, 0, CP)
-    sealed = seal_he_update(ubind, hel.grads_to_bytes(hel.masked_gradient(model, data, "linear")), 100,
+    sealed = seal_he_update(ubind, [hel.grads_to_bytes(hel.masked_gradient(model, data, "linear"))], 100,
                             [task_key.public.key])
     up = open_he_update(sealed, task_key.private, ubind, m, key_ctx, params)
     x1 = np.hstack([x[:100], np.ones((100, 1))]).astype(np.float64)
     want = update_from_step(m.model_spec, -m.model.lr * x1.T @ (x1 @ to_wb(m.model_spec, params) - y[:100]) / 100)
     assert np.max(np.abs(up.update - want)) < 1e-3 * max(1.0, np.max(np.abs(want)))
+
+
+def test_two_local_epochs_with_a_refresh_equal_two_plaintext_steps():
+    from dainode.tasks.he_task import HE_REFRESH_SCHEMA, encrypted_wb_blob, refreshed_wb
+
+    doc = he_doc()
+    doc["task"]["local_epochs"] = 2
+    m = parse_manifest(doc)
+    spec = m.model_spec
+    ds = load_builtin("breast_cancer")
+    x = np.clip((ds.x - ds.x.mean(0)) / ds.x.std(0), -5, 5)[:150]
+    y = ds.y[:150]
+    key_ctx = hel.create_he_context()
+    pub = CkksContext.from_bytes(hel.eval_context_bytes(key_ctx))
+    task_key = TaskKey.generate()
+    data = hel.encrypt_data(pub, x, y, "logistic")
+    params = initial_params(m)
+    ubind = UpdateBinding(TASK, 0, 2, CP)
+    model = unpack_he_model(encrypted_model_blob(m, 2, key_ctx, params), 2, pub, 31)
+    grads = [hel.grads_to_bytes(hel.masked_gradient(model, data, "logistic"))]
+    req = seal_he_update(ubind, grads, len(y), [task_key.public.key], schema=HE_REFRESH_SCHEMA)
+    with pytest.raises(DocumentRejected):  # a refresh request is no update, and the other way round
+        open_he_update(req, task_key.private, ubind, m, key_ctx, params)
+    wb1 = refreshed_wb(req, task_key.private, ubind, m, key_ctx, params, 0)
+    with pytest.raises(DocumentRejected, match="no refresh after epoch 1"):
+        refreshed_wb(req, task_key.private, ubind, m, key_ctx, params, 1)
+    model = unpack_he_model(encrypted_wb_blob(2, key_ctx, wb1, epoch=1), 2, pub, 31, epoch=1)
+    grads.append(hel.grads_to_bytes(hel.masked_gradient(model, data, "logistic")))
+    up = open_he_update(seal_he_update(ubind, grads, len(y), [task_key.public.key]), task_key.private, ubind, m,
+                        key_ctx, params)
+    x1 = np.hstack([x, np.ones((len(x), 1))])
+    wb = to_wb(spec, params)
+    for _ in range(2):
+        z = x1 @ wb
+        wb = wb - 2 * m.model.lr * x1.T @ (0.5 + 0.197 * z - 0.004 * z**3 - y) / len(y)
+    want = update_from_step(spec, wb - to_wb(spec, params))
+    assert np.max(np.abs(up.update - want)) < 2e-3 * max(1.0, np.max(np.abs(want)))
