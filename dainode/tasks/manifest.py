@@ -242,6 +242,9 @@ def _check_he(task: TaskSection, model: ModelSection, data: DataSection, source:
         raise ConfigError(f"{source}: invalid value {task.local_epochs} for task.local_epochs: privacy 'he' runs at most "
                           f"{HE_MAX_LOCAL_EPOCHS} full-batch epochs per round (each one after the first costs a refresh "
                           "round trip to the model provider); use more rounds", key="task.local_epochs")
+    if task.aggregation == "fedprox" and task.aggregation_params.get("mu", 0) and task.local_epochs > 1:
+        raise ConfigError(f"{source}: task.aggregation_params.mu is not applied by the he key holder's steps; with "
+                          "privacy 'he' and local_epochs > 1 use fedavg or mu = 0", key="task.aggregation_params.mu")
     if task.clip_norm is not None:
         raise ConfigError(f"{source}: task.clip_norm is not supported with privacy 'he' (the computation provider "
                           "cannot clip what it cannot read)", key="task.clip_norm")

@@ -44,6 +44,15 @@ def test_he_manifest_rules(path, value, says):
         parse_manifest(doc)
 
 
+def test_he_fedprox_mu_needs_one_epoch():
+    doc = he_doc()
+    doc["task"].update(aggregation="fedprox", aggregation_params={"mu": 0.1}, local_epochs=2)
+    with pytest.raises(ConfigError, match="mu is not applied"):
+        parse_manifest(doc)
+    doc["task"]["local_epochs"] = 1  # one full-batch step from the global model: the proximal term is zero
+    assert parse_manifest(doc).task.aggregation == "fedprox"
+
+
 def test_zero_init_and_binary_form():
     m = parse_manifest(he_doc())
     assert not initial_params(m).any() and m.task.privacy == "he"
