@@ -123,6 +123,9 @@ class Gatherer:
             elif raw is not None:
                 problems.append(Difference(f"round {r} result", ev.cids.get("cid"), "no model_cid",
                                            "the round result names no global model"))
+        he_cid = _he_secret_cid(docs.get(tl.key.cids.get("cid", "")))
+        if he_cid:
+            await get(he_cid, "revealed CKKS key")
         rows = await self._offer_rows(tl)
         ev = self._evidence(tl, docs, results, rows, problems)
         return Gathered(tl, ev, problems)
@@ -177,6 +180,8 @@ class Gatherer:
             final_model=models.get(R) or b"", bonus_wei=bonus_of(tl),
             posted_bonuses={i: b for i, b in enumerate(tl.posted_bonuses)}, split_report=split or b"",
             match_rows=rows or None,
+            he_secret=docs.get(_he_secret_cid(docs.get(tl.key.cids.get("cid", ""))) or ""),
+            he_fingerprint=_he_fingerprint(docs.get(tl.cids.get("encPublicKey", ""))),
         )
 
     async def _offer_rows(self, tl: TaskLog) -> dict[int, int]:
@@ -211,6 +216,25 @@ class Gatherer:
 
 class _Missing(Exception):
     pass
+
+
+def _json_field(raw: bytes | None, *path: str):
+    try:
+        doc = json.loads(raw) if raw else None
+        for p in path:
+            doc = doc.get(p) if isinstance(doc, dict) else None
+        return doc if isinstance(doc, str) and doc else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _he_secret_cid(reveal: bytes | None) -> str | None:
+    """An he task's key reveal names the CKKS secret context it published."""
+    return _json_field(reveal, "he_secret_context_cid")
+
+
+def _he_fingerprint(key_doc: bytes | None) -> str | None:
+    return _json_field(key_doc, "he", "fingerprint")
 
 
 def _model_cid(raw: bytes | None) -> str | None:

@@ -67,7 +67,10 @@ def cmd_task_status(args: argparse.Namespace) -> int:
         print_json(s)
         return 0
     print_table([("task", s["task_id"]), ("phase", s["phase"]), ("round", f"{s['round']}/{s['rounds']}"),
-                 ("pool", f"{s['pool_wei']} wei"), ("refund", f"{s['refund_wei']} wei"), ("report", s.get("report_dir") or "-")])
+                 ("pool", f"{s['pool_wei']} wei"), ("refund", f"{s['refund_wei']} wei"), ("report", s.get("report_dir") or "-"),
+                 ("privacy", s.get("privacy") or "?")])
+    for who, what in (s.get("visibility") or {}).items():
+        print(f"  {who.replace('_', ' ')} sees: {what}")
     for h in s["history"]:
         print(f"  round {h['round']:>3}: accuracy {h['accuracy']:.4f} loss {h['loss']:.4f}")
     for m in s["matches"]:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dainode.errors import MLError
-from dainode.ml.models import forward
+from dainode.ml.models import forward, predictions_and_losses
 from dainode.ml.spec import ModelSpec, as_spec
 
 
@@ -17,10 +17,7 @@ from dainode.ml.spec import ModelSpec, as_spec
 def _compiled_eval(spec: ModelSpec):
     @jax.jit
     def run(w, x, y):
-        logits = forward(spec, w, x)
-        logp = jax.nn.log_softmax(logits)
-        loss = -jnp.take_along_axis(logp, y[:, None], axis=1)[:, 0]
-        return jnp.argmax(logits, axis=1), loss
+        return predictions_and_losses(spec, forward(spec, w, x), y)
 
     return run
 

@@ -23,7 +23,7 @@ def _split(spec: ModelSpec, flat):
 def forward(spec: ModelSpec, flat, x):
     """Logits for a batch ``x`` of shape (B, *feature_shape)."""
     p = _split(spec, flat)
-    if spec.kind in ("logreg", "mlp"):
+    if spec.kind in ("logreg", "linreg", "mlp"):
         h = x.reshape((x.shape[0], -1))
         n_layers = len(spec.sizes) - 1
         for i in range(n_layers):
@@ -43,7 +43,14 @@ def forward(spec: ModelSpec, flat, x):
 
 
 def example_losses(spec: ModelSpec, flat, x, y):
-    """Per-example softmax cross-entropy (integer labels)."""
-    logits = forward(spec, flat, x)
+    """Per-example softmax cross-entropy (integer labels); linreg: half the squared error on the 0/1 label."""
+    return predictions_and_losses(spec, forward(spec, flat, x), y)[1]
+
+
+def predictions_and_losses(spec: ModelSpec, logits, y):
+    """Predicted class and per-example loss from the model's outputs."""
+    if spec.kind == "linreg":
+        out = logits[:, 0]
+        return (out > 0.5).astype(jnp.int32), 0.5 * (out - y.astype(out.dtype)) ** 2
     logp = jax.nn.log_softmax(logits)
-    return -jnp.take_along_axis(logp, y[:, None], axis=1)[:, 0]
+    return jnp.argmax(logits, axis=1), -jnp.take_along_axis(logp, y[:, None], axis=1)[:, 0]

@@ -12,7 +12,7 @@ import numpy as np
 
 from dainode.errors import MLError
 
-KINDS = ("logreg", "mlp", "cnn")
+KINDS = ("logreg", "linreg", "mlp", "cnn")
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class ModelSpec:
     """What a task manifest names: the architecture and the init seed.
 
     - ``logreg``: ``sizes=[features, classes]`` (multinomial; 2 classes for binary).
+    - ``linreg``: ``sizes=[features, 1]``: least squares on 0/1 labels, class 1 when the output is > 0.5.
     - ``mlp``: ``sizes=[in, hidden..., classes]``, ReLU between layers.
     - ``cnn``: ``input_shape=[H, W, C]``, ``channels=[c1, ...]`` (3x3 'SAME' conv + ReLU
       + 2x2 average pool each), then a dense layer to ``classes``.
@@ -66,6 +67,8 @@ class ModelSpec:
 
     @property
     def n_classes(self) -> int:
+        if self.kind == "linreg":
+            return 2
         return self.classes if self.kind == "cnn" else self.sizes[-1]
 
     @property
@@ -74,8 +77,10 @@ class ModelSpec:
 
     def layout(self) -> list[tuple[str, tuple[int, ...]]]:
         """Ordered (name, shape) of every parameter array; the flat vector concatenates them in this order."""
-        if self.kind in ("logreg", "mlp"):
+        if self.kind in ("logreg", "linreg", "mlp"):
             sizes = self.sizes
+            if self.kind == "linreg" and (len(sizes) != 2 or sizes[1] != 1):
+                raise MLError(f"linreg needs sizes=[in, 1], got {list(sizes)}")
             if len(sizes) < 2 or (self.kind == "logreg" and len(sizes) != 2):
                 raise MLError(f"{self.kind} needs sizes=[in, {'hidden..., ' if self.kind == 'mlp' else ''}classes], got {list(sizes)}")
             out = []

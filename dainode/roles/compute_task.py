@@ -128,7 +128,8 @@ class Job:
                 self._bg = bg  # best-effort pushes, off the critical path
                 await self._run()
                 bg.cancel_scope.cancel()
-        except DainodeError as exc:
+        except* DainodeError as group:  # the nursery wraps the error in an ExceptionGroup (trio's strict groups)
+            exc = _first_leaf(group)
             log.error("task %d match %d: compute job stopped: %s", self.task_id, self.match_id, exc)
             self._save("failed", error=str(exc))
 
@@ -174,6 +175,31 @@ class Job:
         except DainodeError as exc:
             log.info("task %d round %d: update push failed (%s); the model provider fetches it by CID", self.task_id, t, exc)
 
+    async def _he_round(self, t: int, sid: str, step, t0: float) -> None:
+        """An he round: train on the encrypted model and rows, submit the sealed encrypted update (he_compute)."""
+        from dainode.roles.he_compute import round_update
+        from dainode.roles.taskchain import chain_cid
+        from dainode.tasks.documents import UpdateBinding
+
+        extra = {}
+        if "update_cid" not in step.effect:
+            sealed, extra = await round_update(self.data, t, UpdateBinding(self.task.ref, self.match_id, t, self.tc.account))
+            cid = await self.ctx.content.put_bytes(sealed)
+            step = self.ctx.state.record_effect(sid, update_cid=str(cid))
+        t2 = trio.current_time()
+        try:
+            receipt = await self.tc.send("submitUpdate", self.task_id, self.match_id, t,
+                                         *chain_cid(step.effect["update_cid"]), state=self.ctx.state, step_id=sid)
+            tx = receipt["transactionHash"]
+        except TransactionReverted as exc:
+            log.warning("task %d match %d round %d: update not accepted by the chain: %s", self.task_id, self.match_id, t, exc)
+            tx = None
+        t3 = trio.current_time()
+        self.ctx.state.finish_step(sid, {"tx": tx, "update_cid": step.effect["update_cid"]})
+        self.timings.append({"round": t, "round_ms": round((t2 - t0) * 1000, 1), "submit_ms": round((t3 - t2) * 1000, 1),
+                             **extra})
+        self._save("running")
+
     async def _load_data(self, ev) -> None:
         if self.data is not None:
             return
@@ -186,6 +212,11 @@ class Job:
         dp = (await self.tc.match(self.task_id, self.match_id)).data_provider
         binding = DataBinding(self.task.ref, self.match_id, dp)
         spec = self.task.manifest.model_spec
+        if self.task.manifest.task.privacy == "he":
+            from dainode.roles.he_compute import load_data
+
+            self.data = await load_data(self, blob, binding)  # ciphertexts only: nothing to compile
+            return
         self.data = await trio.to_thread.run_sync(lambda: open_training_data(blob, self.key.private, binding, spec))
         # compile the trainer for this data's shapes now, so no round pays for JIT start-up
         m, (x, y) = self.task.manifest, self.data
@@ -203,6 +234,8 @@ class Job:
             return
         t0 = trio.current_time()
         m, spec = self.task.manifest, self.task.manifest.model_spec
+        if m.task.privacy == "he":
+            return await self._he_round(t, sid, step, t0)
         if t == 0:
             params = initial_params(m)
         else:
@@ -234,3 +267,10 @@ class Job:
         self.timings.append({"round": t, "fetch_model_ms": round((t1 - t0) * 1000, 1), "train_ms": round((t2 - t1) * 1000, 1),
                              "submit_ms": round((t3 - t2) * 1000, 1)})
         self._save("running")
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    exc = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

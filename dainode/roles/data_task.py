@@ -173,7 +173,13 @@ class DataTasks:
             ds = await trio.to_thread.run_sync(lambda: load_spec(src.intent["dataset"], src.intent.get("label")))
             pub = TaskPublicKey.from_document(await fetch_json(self.ctx, rec.doc["cp_key_cid"]))
             binding = DataBinding(TaskRef(self.tc.chain_id, self.tc.address, task_id), match_id, self.tc.account)
-            blob = await trio.to_thread.run_sync(lambda: seal_training_data(binding, ds.x, ds.y, [pub.key]))
+            task = await opened_task(self.ctx, self.tc, task_id)
+            if task.manifest.task.privacy == "he":  # CKKS-encrypted first, then sealed (paper §4.3 step 3)
+                from dainode.roles.he_compute import seal_data
+
+                blob = await seal_data(self.ctx, task, binding, ds.x, ds.y, [pub.key])
+            else:
+                blob = await trio.to_thread.run_sync(lambda: seal_training_data(binding, ds.x, ds.y, [pub.key]))
             cid = await self.ctx.content.put_bytes(blob)
             step = self.ctx.state.record_effect(sid, data_cid=str(cid))
         try:

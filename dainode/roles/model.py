@@ -45,6 +45,9 @@ class ModelRole(Role):
         self.tc = TaskChain(self.ctx.chain)
         self.negotiator = negotiator(self.ctx)
         self.negotiator.add("round_update", self.on_round_update)
+        from dainode.roles.he_model import on_he_refresh
+
+        self.negotiator.add("he_refresh", lambda msg, peer: on_he_refresh(self, msg, peer))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
@@ -92,9 +95,6 @@ class ModelRole(Role):
             manifest = parse_manifest(tomllib.loads(manifest_toml), source="manifest")
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"manifest: not valid TOML: {exc}") from None
-        if manifest.task.privacy != "fl":
-            raise ConfigError("manifest: invalid value 'he' for task.privacy: this node runs privacy 'fl' only; "
-                              "the CKKS mode is a later issue", key="task.privacy")
         if not isinstance(challenge_window_s, int) or not 60 <= challenge_window_s <= 30 * 86400:
             raise ConfigError(f"challenge_window_s must be 60..2592000 s (the contract's bounds), got {challenge_window_s!r}")
         authority = await self.tc._c.call("TrainingTask", "authority")
@@ -140,7 +140,9 @@ class ModelRole(Role):
         commitment = test_set_commitment(test_cid, salt)
         if "manifest_cid" not in step.effect:
             m_cid = await ctx.content.put_bytes(manifest.to_bytes())
-            k_cid = await put_json(ctx, key.public.to_document())
+            from dainode.roles.he_model import put_key_doc
+
+            k_cid = await put_key_doc(self, key, step.effect["key_ref"], manifest)  # he: + CKKS context, model 0
             step = state.record_effect(sid, manifest_cid=str(m_cid), key_cid=str(k_cid))
         # model 0 is bound to the task id, which the chain assigns: it is published right after openTask
         if "task_id" not in step.effect:
@@ -163,7 +165,9 @@ class ModelRole(Role):
         doc = {"manifest_cid": step.effect["manifest_cid"], "key_cid": step.effect["key_cid"],
                "model0_cid": step.effect["model0_cid"], "test_set_cid": str(test_cid), "key_ref": ref_name,
                "tx": step.effect["tx"], "pool_wei": str(manifest.task.reward_pool_wei), "name": manifest.task.name,
-               "rounds": manifest.task.rounds, "created": time.time()}
+               "rounds": manifest.task.rounds, "created": time.time(), "privacy": manifest.task.privacy}
+        if manifest.task.privacy == "he":
+            doc["he_ref"] = step.effect["key_ref"]  # the CKKS secret, sealed as <key_ref>.ckks
         if state.get_task(str(task_id)) is None:
             state.put_task(TaskRecord(str(task_id), "model", "matching", doc))
         if not step.effect.get("announced"):

@@ -56,6 +56,9 @@ class TaskRun:
         self.report_dir: str | None = None
         self.split = None
         self.done = trio.Event()
+        from dainode.roles.he_model import key_holder
+
+        self.he = key_holder(self)  # None unless privacy "he": the CKKS key holder
 
     # --- bookkeeping ------------------------------------------------------------------------
 
@@ -231,8 +234,11 @@ class TaskRun:
         try:
             blob = await fetch(self.ctx, cid)
             binding = UpdateBinding(self.ref, mid, rnd, ev.args["computeProvider"])
-            entry["opened"] = await trio.to_thread.run_sync(
-                lambda: open_update(blob, self.key.private, binding, self.manifest.model_spec, max_examples=m.get("rows")))
+            if self.he is not None:
+                entry["opened"] = await self.he.open(blob, binding, rnd, m.get("rows"))
+            else:
+                entry["opened"] = await trio.to_thread.run_sync(
+                    lambda: open_update(blob, self.key.private, binding, self.manifest.model_spec, max_examples=m.get("rows")))
             entry["status"] = "ok"
         except DocumentRejected as exc:
             entry["status"], entry["detail"] = exc.reason, exc.detail
@@ -249,6 +255,8 @@ class TaskRun:
         from dainode.tasks.rounds import initial_params
 
         params = initial_params(self.manifest)
+        if self.he is not None:
+            self.he.set_params(0, params)
         for t in range(len(self.results), self.manifest.task.rounds):
             params = await self.round(t, params)
         self.final_params = params
@@ -302,9 +310,13 @@ class TaskRun:
         out = await trio.to_thread.run_sync(lambda: aggregate_round(self.manifest, t, params, accepted, self.test))
         t_agg = trio.current_time()
         recipients = [m["cp_key"].key for m in self.matches.values()] + [self.key.public.key]
+        if self.he is not None:
+            recipients = [self.key.public.key]  # he: the computation providers get the CKKS-encrypted model only
         blob = seal_global_model(ModelBinding(self.ref, t + 1, self.ctx.keys.address), out.params, recipients)
         model_cid = await self.ctx.content.put_bytes(blob)
         result = out.result(cids, excluded, model_cid=str(model_cid))
+        if self.he is not None:
+            result = replace(result, he_model_cid=await self.he.publish(t + 1, out.params))
         result_cid = await self.ctx.content.put_bytes(result.to_bytes())
         from dainode.roles.taskchain import chain_cid
 
@@ -317,6 +329,8 @@ class TaskRun:
         timing = {"round": t, "wait_updates_ms": round((t_in - opened) * 1000, 1),
                   "aggregate_eval_ms": round((t_agg - t_in) * 1000, 1), "publish_ms": round((t_pub - t_agg) * 1000, 1),
                   "total_ms": round((t_pub - opened) * 1000, 1)}
+        if self.he is not None:
+            timing.update(self.he.round_sizes(t))  # bytes moved in this round (he)
         self.timings.append(timing)
         self.ctx.state.put_round(RoundRecord(str(self.task_id), t, "published",
                                              {"result_cid": str(result_cid), "model_cid": str(model_cid), **timing,
@@ -332,7 +346,7 @@ class TaskRun:
         return out.params
 
     async def push_model(self, t: int, result, result_cid, blob: bytes, model_cid) -> None:
-        if not neg.pushes_enabled() or t + 1 >= self.manifest.task.rounds or len(blob) > neg.MAX_PUSH - 64 * 1024:
+        if self.he is not None or not neg.pushes_enabled() or t + 1 >= self.manifest.task.rounds or len(blob) > neg.MAX_PUSH - 64 * 1024:
             return  # nobody trains on the final model; a large one goes by bitswap
         msg = {"v": neg.VERSION, "type": neg.ROUND_MODEL, "task_id": self.task_id, "round": t, "result": result.to_bytes(),
                "result_cid": str(result_cid), "model": blob, "model_cid": str(model_cid)}
@@ -366,7 +380,10 @@ class TaskRun:
         await self.step_tx("split", "postSplit", self.task_id, split.bonuses_list(), *chain_cid(report_cid))
         self.phase = "split_posted"
         self.save(report_cid=str(report_cid))
-        key_cid = await put_json(self.ctx, self.key.reveal_document())
+        reveal = self.key.reveal_document()
+        if self.he is not None:
+            reveal["he_secret_context_cid"] = await self.he.reveal()  # anyone can now decrypt every he update
+        key_cid = await put_json(self.ctx, reveal)
         await self.step_tx("reveal-key", "revealKey", self.task_id, *chain_cid(key_cid))
         test_cid = await self.ctx.content.put_bytes(self.test_bytes)
         if str(test_cid) != self.test_cid:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -158,5 +159,21 @@ class TaskQueries(Service):
             "bonus_wei": str(int(ts.bonus)), "escrow_wei": str(int(ts.escrow)), "bonuses_wei": [str(b) for b in bonuses],
             "refund_wei": str(refund), "credited_wei": {k: str(v) for k, v in sorted(credited.items())},
             "report_dir": ldoc.get("report_dir"), "failures": ldoc.get("failures", []), "timings": ldoc.get("timings", []),
-            "name": ldoc.get("name"),
+            "name": ldoc.get("name"), **(await self._privacy(opened[0], ldoc)),
         }
+
+    async def _privacy(self, opened, ldoc: dict) -> dict:
+        """The task's privacy mode (from the manifest) and what each party can see in it."""
+        from dainode.tasks.manifest import VISIBILITY
+
+        privacy = ldoc.get("privacy")
+        if privacy is None:
+            from dainode.chain.training_task import event_cids
+            from dainode.roles.taskdocs import fetch
+
+            try:
+                raw = await fetch(self.ctx, event_cids(opened)["manifest"], timeout=5)
+                privacy = json.loads(raw)["task"]["privacy"]
+            except (DainodeError, ValueError, KeyError, TypeError):
+                privacy = None
+        return {"privacy": privacy, "visibility": VISIBILITY.get(privacy)}

@@ -212,6 +212,7 @@ class RoundResult:
     loss: float
     n_test: int
     model_cid: str | None = None
+    he_model_cid: str | None = None  # he tasks: the CKKS-encrypted global model the computation providers train on
 
     @property
     def included_ids(self) -> list[int]:
@@ -223,6 +224,8 @@ class RoundResult:
                "params_digest": self.params_digest, "accuracy": self.accuracy, "loss": self.loss, "n_test": self.n_test}
         if self.model_cid is not None:
             doc["model_cid"] = self.model_cid
+        if self.he_model_cid is not None:
+            doc["he_model_cid"] = self.he_model_cid
         return doc
 
     def to_bytes(self) -> bytes:
@@ -239,7 +242,8 @@ class RoundResult:
             res = cls(round=int(doc["round"]), included=inc, excluded=exc, rule=dict(doc["rule"]),
                       params_digest=str(doc["params_digest"]), accuracy=float(doc["accuracy"]),
                       loss=float(doc["loss"]), n_test=int(doc["n_test"]),
-                      model_cid=None if doc.get("model_cid") is None else str(doc["model_cid"]))
+                      model_cid=None if doc.get("model_cid") is None else str(doc["model_cid"]),
+                      he_model_cid=None if doc.get("he_model_cid") is None else str(doc["he_model_cid"]))
         except (AssertionError, KeyError, TypeError, ValueError) as exc:
             raise DocumentRejected("malformed", f"not a {ROUND_SCHEMA} document: {exc!r}") from None
         if any(d["reason"] not in REASONS for d in res.excluded):

@@ -20,8 +20,22 @@ from dainode.tasks.fields import Table
 SCHEMA = "dainode.task-manifest/1"
 AGGREGATIONS = ("fedavg", "fedprox", "median", "trimmed_mean", "multikrum")
 PRIVACY_MODES = ("fl", "he")
-MODEL_KINDS = {"mlp": "mlp", "logistic": "logreg"}  # manifest name -> dainode.ml.spec kind
-PLANNED_KINDS = ("linear",)
+INITS = ("seeded", "zeros")
+# What each party can read, by privacy mode (task_status and docs/tasks.md say the same)
+VISIBILITY = {
+    "fl": {"compute_provider": "the data and the model in the clear, inside its own process (sealed for its key)",
+           "model_provider": "each update and the models, never the data",
+           "everyone_after_reveal": "updates, models and the test set (the task key is revealed)"},
+    "he": {"compute_provider": "ciphertexts only: CKKS-encrypted rows, models and its masked update, in envelopes; "
+                               "it holds no secret key",
+           "model_provider": "the decrypted gradient sums and the models, never the data (each gradient slot it "
+                             "decrypts is masked)",
+           "everyone_after_reveal": "updates, models and the test set (the task key and the CKKS secret are revealed)"},
+}
+HE_MAX_LOCAL_EPOCHS = 8
+HE_KINDS = ("logistic", "linear")  # binary: label_classes [0, 1], layers [features, 2] / [features, 1]
+MODEL_KINDS = {"mlp": "mlp", "logistic": "logreg", "linear": "linreg"}  # manifest name -> dainode.ml.spec kind
+PLANNED_KINDS = ()
 CONTRIBUTION_METHODS = ("shapley", "loo")
 UTILITIES = ("loss", "accuracy")
 SPLIT_PARTS = ("test", "train")
@@ -60,6 +74,7 @@ class ModelSection:
     batch: int
     optimizer: str = "sgd"
     momentum: float = 0.9
+    init: str | None = None  # None: seeded He-uniform (dainode.ml.spec.init_params); "zeros": all zero
 
 
 @dataclass(frozen=True)
@@ -172,6 +187,8 @@ def parse_manifest(doc: dict, *, source: str = "manifest") -> Manifest:
     data = _data(Table(tables["data"], "data", source))
     model = _model(Table(tables["model"], "model", source), data)
     test = _test(Table(tables["test"], "test", source))
+    if task.privacy == "he":
+        _check_he(task, model, data, source)
     m = Manifest(task, model, data, test)
     try:
         m.train_config
@@ -213,6 +230,26 @@ def _task(t: Table) -> TaskSection:
     return sec
 
 
+def _check_he(task: TaskSection, model: ModelSection, data: DataSection, source: str) -> None:
+    """The he mode trains binary linear models on CKKS ciphertexts (dainode/crypto/he_linear.py)."""
+    if model.kind not in HE_KINDS:
+        raise ConfigError(f"{source}: invalid value {model.kind!r} for model.kind: privacy 'he' trains "
+                          f"{', '.join(HE_KINDS)} models only (linear in the features, binary)", key="model.kind")
+    if len(data.label_classes) != 2:
+        raise ConfigError(f"{source}: invalid value {list(data.label_classes)} for data.label_classes: privacy 'he' "
+                          "trains a binary model; give exactly two classes", key="data.label_classes")
+    if task.local_epochs > HE_MAX_LOCAL_EPOCHS:
+        raise ConfigError(f"{source}: invalid value {task.local_epochs} for task.local_epochs: privacy 'he' runs at most "
+                          f"{HE_MAX_LOCAL_EPOCHS} full-batch epochs per round (each one after the first costs a refresh "
+                          "round trip to the model provider); use more rounds", key="task.local_epochs")
+    if task.aggregation == "fedprox" and task.aggregation_params.get("mu", 0) and task.local_epochs > 1:
+        raise ConfigError(f"{source}: task.aggregation_params.mu is not applied by the he key holder's steps; with "
+                          "privacy 'he' and local_epochs > 1 use fedavg or mu = 0", key="task.aggregation_params.mu")
+    if task.clip_norm is not None:
+        raise ConfigError(f"{source}: task.clip_norm is not supported with privacy 'he' (the computation provider "
+                          "cannot clip what it cannot read)", key="task.clip_norm")
+
+
 def _rule_params(t: Table, aggregation: str, providers: int) -> dict:
     raw = t.table("aggregation_params")
     allowed = RULE_PARAMS[aggregation]
@@ -247,7 +284,13 @@ def _model(t: Table, data: DataSection) -> ModelSection:
     n_in = math.prod(data.features)
     if layers[0] != n_in:
         raise t.fail("layers", list(layers), f"the first layer must equal the feature count of [data] ({n_in})")
-    if layers[-1] <= max(data.label_classes):
+    if kind == "linear":
+        if len(layers) != 2 or layers[1] != 1:
+            raise t.fail("layers", list(layers), "a linear (least-squares) model has exactly two layers: [features, 1]")
+        if sorted(data.label_classes) != [0, 1]:
+            raise ConfigError(f"{t.source}: invalid value {list(data.label_classes)} for data.label_classes: a linear "
+                              "model is a binary least-squares classifier; use [0, 1]", key="data.label_classes")
+    elif layers[-1] <= max(data.label_classes):
         raise t.fail("layers", list(layers), f"the last layer must have at least {max(data.label_classes) + 1} "
                                              f"outputs for data.label_classes {list(data.label_classes)}")
     if kind == "logistic" and len(layers) != 2:
@@ -255,7 +298,8 @@ def _model(t: Table, data: DataSection) -> ModelSection:
     sec = ModelSection(kind=kind, layers=layers, lr=t.float("lr", lo=0, lo_open=True, hi=100.0),
                        batch=t.int("batch", lo=1, hi=1 << 20),
                        optimizer=t.str("optimizer", choices=OPTIMIZERS, default="sgd"),
-                       momentum=t.float("momentum", lo=0, hi=1.0, default=0.9))
+                       momentum=t.float("momentum", lo=0, hi=1.0, default=0.9),
+                       init=t.str("init", choices=INITS, optional=True))
     t.finish()
     return sec
 

@@ -24,7 +24,10 @@ from dainode.tasks.manifest import Manifest
 
 
 def initial_params(manifest: Manifest) -> np.ndarray:
-    """Global model of round 0: the seeded init of the manifest's model (numpy PCG64, any node derives it)."""
+    """Global model of round 0: the seeded init of the manifest's model (numpy PCG64, any node derives it), or zeros
+    when ``[model] init = "zeros"`` (a linear model trained with the cubic sigmoid of the he mode needs small logits)."""
+    if manifest.model.init == "zeros":
+        return np.zeros(manifest.model_spec.n_params, np.float32)
     return init_params(manifest.model_spec)
 
 

@@ -72,6 +72,8 @@ class TaskEvidence:
     posted_bonuses: dict[int, int]  # postSplit's bonuses[] by match id
     split_report: SplitReport | bytes
     match_rows: dict[int, int] | None = None  # the data offers' row counts: n_examples may not exceed them
+    he_secret: bytes | None = None  # he tasks: the revealed CKKS secret context (he_linear.secret_context_bytes)
+    he_fingerprint: str | None = None  # he tasks: the CKKS key pair the task key document published (hex)
 
 
 @dataclass
@@ -131,6 +133,9 @@ def verify_task(ev: TaskEvidence) -> VerifyResult:
         return VerifyResult(False, c.diffs)
     c.equal("rounds posted", len(ev.rounds), m.task.rounds)
     models = _open_models(c, ev, key.private, spec)
+    opener = _opener(c, ev, key.private, models)
+    if opener is None:
+        return VerifyResult(False, c.diffs)
     if models.get(0) is not None:
         w0 = initial_params(m)
         if not np.array_equal(models[0], w0):
@@ -142,7 +147,7 @@ def verify_task(ev: TaskEvidence) -> VerifyResult:
         if models.get(t) is None:
             continue
         res = _parse(c, f"round {t} result", RoundResult.from_bytes, pr.result)
-        accepted = _check_updates(c, ev, pr, res, key.private)
+        accepted = _check_updates(c, ev, pr, res, opener)
         out = aggregate_round(m, t, models[t], accepted)
         outcomes.append(out)
         nxt = models.get(t + 1)
@@ -189,7 +194,31 @@ def _parse(c: _Checker, where: str, parse, doc):
         return None
 
 
-def _check_updates(c: _Checker, ev: TaskEvidence, pr: PostedRound, res: RoundResult | None, key) -> list:
+def _opener(c: _Checker, ev: TaskEvidence, key, models: dict):
+    """How an update opens: fl, unsealed; he, unsealed and decrypted with the revealed CKKS key on the posted model."""
+    m = ev.manifest
+    if m.task.privacy != "he":
+        return lambda blob, binding, limit, t: open_update(blob, key, binding, m.model_spec, max_examples=limit)
+    from dainode.crypto.ckks import CkksContext
+    from dainode.tasks.he_task import open_he_update
+
+    try:
+        he_ctx = CkksContext.from_bytes(ev.he_secret or b"")
+        assert he_ctx.has_secret_key and he_ctx.fingerprint.hex() == ev.he_fingerprint
+    except (DainodeError, AssertionError) as exc:
+        c.diff("revealed CKKS key", "revealed" if ev.he_secret else "missing", ev.he_fingerprint,
+               f"not the secret of the task's published CKKS key pair {exc}")
+        return None
+
+    def open_he(blob, binding, limit, t):
+        if models.get(t) is None:
+            raise DocumentRejected("malformed", f"no posted global model of round {t} to apply the update to")
+        return open_he_update(blob, key, binding, m, he_ctx, models[t], max_examples=limit)
+
+    return open_he
+
+
+def _check_updates(c: _Checker, ev: TaskEvidence, pr: PostedRound, res: RoundResult | None, opener) -> list:
     """Open every update of the round; compare accepted/rejected with the posted result; return the valid ones."""
     t, spec = pr.round, ev.manifest.model_spec
     valid, status, after_close = [], {}, set()
@@ -205,7 +234,7 @@ def _check_updates(c: _Checker, ev: TaskEvidence, pr: PostedRound, res: RoundRes
             status[(pu.match_id, pu.cid)] = "malformed"
             continue
         try:
-            up = open_update(pu.blob, key, binding, spec, max_examples=limit)
+            up = opener(pu.blob, binding, limit, t)
         except DocumentRejected as exc:
             status[(pu.match_id, pu.cid)] = exc.reason
             continue

@@ -118,7 +118,6 @@ BAD = [
     ("task.aggregation", "mean", "unknown value: expected one of 'fedavg', 'fedprox', 'median', 'trimmed_mean', 'multikrum'"),
     ("task.privacy", "tee", "expected one of 'fl', 'he'"),
     ("model.kind", "cnn", "unknown model kind: expected one of mlp, logistic"),
-    ("model.kind", "linear", "planned but not supported yet"),
     ("task.contribution", "banzhaf", "expected one of 'shapley', 'loo'"),
     # unknown keys
     ("task.roundz", 3, "unknown key task.roundz"),
