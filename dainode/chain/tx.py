@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,11 +148,14 @@ class TxManager:
 
     async def send(
         self, to: str | None, data: bytes, *, value: int = 0, gas: int | None = None, what: str = "transaction", prefer: str | None = None,
-        wait: bool = True, on_signed=None,
+        wait: bool = True, on_signed=None, timings: dict | None = None,
     ) -> dict:
         """Estimate, sign offline, send, and (by default) wait for the receipt. `to=None` deploys.
 
-        `on_signed(tx_hash, nonce, raw)` is called before the signed bytes are sent (see NonceManager.submit)."""
+        `on_signed(tx_hash, nonce, raw)` is called before the signed bytes are sent (see NonceManager.submit).
+        `timings`, a dict, gets the parts in ms: estimate (gas + fees), submit (sign, journal, send), receipt
+        (sent -> mined receipt seen), and mined_seen_at (wall clock, to compare with other nodes' event times)."""
+        t0 = trio.current_time()
         if gas is None:
             gas, fees = await self.gas_and_fees(to, data, value, what=what, prefer=prefer)
         else:
@@ -171,11 +175,17 @@ class TxManager:
         def sign(nonce: int) -> tuple[bytes, str]:
             return self.signer.sign({**base, "nonce": nonce})
 
+        t1 = trio.current_time()
         tx_hash, nonce = await self.nonces.submit(sign, on_signed=on_signed)
+        t2 = trio.current_time()
         log.debug("sent %s as %s (nonce %d, gas %d)", what, tx_hash, nonce, gas)
         if not wait:
             return {"transactionHash": tx_hash, "nonce": nonce}
         receipt = await self.wait_receipt(tx_hash, what=what)
+        if timings is not None:
+            t3 = trio.current_time()
+            timings.update(estimate_ms=round((t1 - t0) * 1000, 1), submit_ms=round((t2 - t1) * 1000, 1),
+                           receipt_ms=round((t3 - t2) * 1000, 1), mined_seen_at=time.time())
         if to_int(receipt.get("status", "0x1")) != 1:
             raise await self._explain_failure(to, data, value, receipt, what=what, prefer=prefer)
         return receipt

@@ -8,7 +8,7 @@ import time
 import trio
 
 from dainode.chain.consent import MatchConsent
-from dainode.errors import DainodeError, TransactionReverted
+from dainode.errors import DainodeError, TaskError, TransactionReverted
 from dainode.roles import negotiate as neg
 from dainode.roles.taskdocs import auto_withdraw, fetch, fetch_json, opened_task, put_json, vault_of
 from dainode.state import TaskRecord
@@ -48,9 +48,8 @@ class ComputeTasks:
             data, cid = msg.get(part), neg.need(msg, f"{part}_cid", str)
             if not isinstance(data, (bytes, bytearray)):
                 raise neg.Refused("malformed", f"field {part!r} must be bytes")
-            if str(await self.ctx.content.hash_bytes(bytes(data))) != cid:
+            if not await self.ctx.content.accept_push(cid, bytes(data)):  # held in memory for the fetch, not stored
                 raise neg.Refused("malformed", f"{part} bytes do not hash to {cid}")
-            await self.ctx.content.put_bytes(bytes(data))
         return neg.reply(neg.ROUND_MODEL)
 
     async def on_compute_request(self, msg: dict, peer: str) -> dict:
@@ -121,6 +120,7 @@ class Job:
         self.published: dict[int, str] = {}
         self.next_round = 0
         self.timings: list[dict] = []
+        self.event_at: dict[int, float] = {}  # round -> wall time its GlobalModelPublished reached this job
 
     async def run(self) -> None:
         try:
@@ -154,6 +154,7 @@ class Job:
                     from dainode.roles.taskchain import event_cid
 
                     self.published[int(ev.args["round"])] = str(event_cid(ev.args["cid"], ev.args["codec"]))
+                    self.event_at[int(ev.args["round"])] = time.time()
                 elif ev.name in ("TaskFinalized", "TaskAbandoned"):
                     self._save("done")
                     if self.owner.role.auto_withdraw:
@@ -202,35 +203,49 @@ class Job:
         if step.finished:
             return
         t0 = trio.current_time()
+        ms = lambda a, b: round((b - a) * 1000, 1)  # noqa: E731
+        timing: dict = {"round": t, "match_id": self.match_id, "started_at": time.time(), "event_at": self.event_at.get(t - 1)}
         m, spec = self.task.manifest, self.task.manifest.model_spec
         if t == 0:
             params = initial_params(m)
+            timing.update(fetch_result_ms=0.0, fetch_blob_ms=0.0, open_ms=0.0)
         else:
             res = await fetch_json(self.ctx, self.published[t - 1])
+            ta = trio.current_time()
             blob = await fetch(self.ctx, res["model_cid"])
+            tb = trio.current_time()
             params = open_global_model(blob, self.key.private, ModelBinding(self.task.ref, t, self.task.model_provider), spec)
+            timing.update(fetch_result_ms=ms(t0, ta), fetch_blob_ms=ms(ta, tb), open_ms=ms(tb, trio.current_time()))
         t1 = trio.current_time()
         x, y = self.data
         out = await trio.to_thread.run_sync(lambda: compute_update(m, params, x, y, round=t, match_id=self.match_id))
         t2 = trio.current_time()
         sealed = None  # None after a restart: the update is already on IPFS and the MP fetches it by CID
+        peer = self.owner.mp_peers.get(self.task_id)
         if "update_cid" not in step.effect:
             binding = UpdateBinding(self.task.ref, self.match_id, t, self.tc.account)
             sealed = seal_update(binding, out.update, out.n_examples, [self.task.public_key.key], train_loss=out.mean_loss)
-            cid = await self.ctx.content.put_bytes(sealed)
+            ts = trio.current_time()
+            cid = await self.ctx.content.hash_bytes(sealed)
+            if peer and neg.pushes_enabled():  # travels while the update is stored and the tx is mined
+                self._bg.start_soon(self._push, peer, t, str(cid), sealed)
+            if await self.ctx.content.put_bytes(sealed) != cid:
+                raise TaskError(f"round {t}: the store gave the update another CID than hashing it did")
             step = self.ctx.state.record_effect(sid, update_cid=str(cid))
-        peer = self.owner.mp_peers.get(self.task_id)
-        if peer and sealed is not None and neg.pushes_enabled():
-            self._bg.start_soon(self._push, peer, t, step.effect["update_cid"], sealed)
+            timing.update(seal_ms=ms(t2, ts), put_ms=ms(ts, trio.current_time()))
+        t_tx = trio.current_time()
+        tx_parts: dict = {}
         try:
             receipt = await self.tc.send("submitUpdate", self.task_id, self.match_id, t,
-                                         *chain_cid(step.effect["update_cid"]), state=self.ctx.state, step_id=sid)
+                                         *chain_cid(step.effect["update_cid"]), state=self.ctx.state, step_id=sid,
+                                         timings=tx_parts)
             tx = receipt["transactionHash"]
         except TransactionReverted as exc:
             log.warning("task %d match %d round %d: update not accepted by the chain: %s", self.task_id, self.match_id, t, exc)
             tx = None
         t3 = trio.current_time()
         self.ctx.state.finish_step(sid, {"tx": tx, "update_cid": step.effect["update_cid"]})
-        self.timings.append({"round": t, "fetch_model_ms": round((t1 - t0) * 1000, 1), "train_ms": round((t2 - t1) * 1000, 1),
-                             "submit_ms": round((t3 - t2) * 1000, 1)})
+        timing.update(fetch_model_ms=ms(t0, t1), train_ms=ms(t1, t2), submit_ms=ms(t2, t3), submit_tx_ms=ms(t_tx, t3),
+                      tx=tx_parts, submitted_at=time.time())
+        self.timings.append(timing)
         self._save("running")

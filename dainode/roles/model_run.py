@@ -69,12 +69,12 @@ class TaskRun:
                    history=[{"round": r.round, "accuracy": r.accuracy, "loss": r.loss} for r in self.results], **extra)
         self.ctx.state.put_task(TaskRecord(str(self.task_id), "model", self.phase, doc))
 
-    async def step_tx(self, what: str, fn: str, *args, intent: dict | None = None) -> dict:
+    async def step_tx(self, what: str, fn: str, *args, intent: dict | None = None, timings: dict | None = None) -> dict:
         sid = self.sid(what)
         step = self.ctx.state.begin_step(sid, f"task_{fn}", {"task_id": self.task_id, **(intent or {})})
         if step.finished and step.result.get("tx"):
             return step.result
-        receipt = await self.tc.send(fn, *args, state=self.ctx.state, step_id=sid)
+        receipt = await self.tc.send(fn, *args, state=self.ctx.state, step_id=sid, timings=timings)
         self.ctx.state.finish_step(sid, {"tx": receipt["transactionHash"], "block": int(receipt["blockNumber"], 16)})
         return receipt
 
@@ -225,14 +225,17 @@ class TaskRun:
 
         cid = str(event_cid(ev.args["cid"], ev.args["codec"]))
         entry = {"cid": cid, "status": "pending", "detail": "", "opened": None, "block": ev.block_number,
-                 "at": trio.current_time()}
+                 "at": trio.current_time(), "event_at": time.time()}
         slot[mid] = entry
         m = self.matches.get(mid, {})
         try:
+            t0 = trio.current_time()
             blob = await fetch(self.ctx, cid)
+            t1 = trio.current_time()
             binding = UpdateBinding(self.ref, mid, rnd, ev.args["computeProvider"])
             entry["opened"] = await trio.to_thread.run_sync(
                 lambda: open_update(blob, self.key.private, binding, self.manifest.model_spec, max_examples=m.get("rows")))
+            entry["fetch_ms"], entry["open_ms"] = _ms(t1 - t0), _ms(trio.current_time() - t1)
             entry["status"] = "ok"
         except DocumentRejected as exc:
             entry["status"], entry["detail"] = exc.reason, exc.detail
@@ -299,24 +302,42 @@ class TaskRun:
                 log.warning("task %d round %d: rejecting match %d's update failed: %s", self.task_id, t, mid, exc)
             log.info("task %d round %d: rejected match %d's update %s (%s)", self.task_id, t, mid, u["cid"], u["status"])
         accepted = [u["opened"] for mid, u in sorted(snapshot.items()) if u["status"] == "ok"]
-        out = await trio.to_thread.run_sync(lambda: aggregate_round(self.manifest, t, params, accepted, self.test))
+        from dainode.tasks.rounds import evaluate_outcome
+
+        def aggregate_and_evaluate():  # one thread hop for both
+            a = trio.current_time()
+            o = aggregate_round(self.manifest, t, params, accepted, None)
+            b = trio.current_time()
+            evaluate_outcome(self.manifest, o, self.test)
+            return o, b - a
+        out, agg_s = await trio.to_thread.run_sync(aggregate_and_evaluate)
         t_agg = trio.current_time()
         recipients = [m["cp_key"].key for m in self.matches.values()] + [self.key.public.key]
         blob = seal_global_model(ModelBinding(self.ref, t + 1, self.ctx.keys.address), out.params, recipients)
-        model_cid = await self.ctx.content.put_bytes(blob)
+        t_seal = trio.current_time()
+        # CIDs first, so the push travels while the documents are stored and the tx is mined
+        model_cid = await self.ctx.content.hash_bytes(blob)
         result = out.result(cids, excluded, model_cid=str(model_cid))
-        result_cid = await self.ctx.content.put_bytes(result.to_bytes())
+        result_bytes = result.to_bytes()
+        result_cid = await self.ctx.content.hash_bytes(result_bytes)
+        self._bg.start_soon(self.push_model, t, result, result_cid, blob, model_cid)
+        if await self.ctx.content.put_bytes(blob) != model_cid or await self.ctx.content.put_bytes(result_bytes) != result_cid:
+            raise TaskError(f"round {t}: the store gave the round's documents other CIDs than hashing them did")
+        t_put = trio.current_time()
         from dainode.roles.taskchain import chain_cid
 
-        self._bg.start_soon(self.push_model, t, result, result_cid, blob, model_cid)  # travels while the tx is mined
+        tx_parts: dict = {}
         await self.step_tx(f"round-{t}", "publishGlobalModel", self.task_id, t, *chain_cid(result_cid),
-                           intent={"round": t, "result_cid": str(result_cid)})
+                           intent={"round": t, "result_cid": str(result_cid)}, timings=tx_parts)
         t_pub = trio.current_time()
         self.outcomes.append(out)
         self.results.append(result)
-        timing = {"round": t, "wait_updates_ms": round((t_in - opened) * 1000, 1),
-                  "aggregate_eval_ms": round((t_agg - t_in) * 1000, 1), "publish_ms": round((t_pub - t_agg) * 1000, 1),
-                  "total_ms": round((t_pub - opened) * 1000, 1)}
+        timing = {"round": t, "wait_updates_ms": _ms(t_in - opened), "aggregate_eval_ms": _ms(t_agg - t_in),
+                  "aggregate_ms": _ms(agg_s), "evaluate_ms": _ms(t_agg - t_in - agg_s), "seal_ms": _ms(t_seal - t_agg),
+                  "put_ms": _ms(t_put - t_seal), "publish_ms": _ms(t_pub - t_agg), "publish_tx_ms": _ms(t_pub - t_put),
+                  "tx": tx_parts, "total_ms": _ms(t_pub - opened), "published_at": time.time(),
+                  "updates": {str(mid): {k: u.get(k) for k in ("event_at", "fetch_ms", "open_ms", "status")}
+                              for mid, u in sorted(snapshot.items())}}
         self.timings.append(timing)
         self.ctx.state.put_round(RoundRecord(str(self.task_id), t, "published",
                                              {"result_cid": str(result_cid), "model_cid": str(model_cid), **timing,
@@ -417,6 +438,10 @@ class TaskRun:
                                                            final_params=final, extra={"timings": self.timings,
                                                                                       "failures": self.failures}))
         self.report_dir = str(out)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
 
 
 def _leaves(group: BaseExceptionGroup):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import stat
@@ -21,6 +22,7 @@ from dainode.store.bitswap import Bitswap, Session
 from dainode.store.blockstore import Blockstore
 from dainode.store.cid import CID, RAW, check_file_cid, check_verifiable, verify_block
 from dainode.store.dagpb import decode_node, decode_unixfs
+from dainode.store.inbox import Inbox
 from dainode.store.paths import PRIVATE, check_add_path, check_get_path, file_mode, open_for_add
 from dainode.store.pins import PinStore
 from dainode.store.tempfiles import clean_journal, clean_next_to, journal, temp_path
@@ -95,6 +97,7 @@ class StoreService(Service):
         self._job_ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
         self._active_tmps: set[Path] = set()
+        self.inbox = Inbox()  # documents pushed to this node ahead of the event naming them (see accept_push)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -232,6 +235,63 @@ class StoreService(Service):
             self.log.warning("add %s: %s", result.cid, warning)
         return {"cid": str(result.cid), "size": result.size, "blocks": result.blocks, "pinned": bool(pin and not only_hash),
                 "warnings": warnings}
+
+    # --- pushed documents ---------------------------------------------------------------
+
+    def _hash_now(self, data: bytes) -> CID:
+        store = self.config.store
+        raw_leaves = store.raw_leaves if store.cid_version == 1 else False
+        result = import_file(io.BytesIO(data), lambda cid, block: None, chunk_size=store.chunk_size,
+                             cid_version=store.cid_version, raw_leaves=raw_leaves)
+        return result.cid
+
+    async def hash_bytes(self, data: bytes) -> CID:
+        """The CID `add` gives `data` with this node's settings; nothing stored or announced (small data inline:
+        hashing a document of a few chunks costs less than the thread hop)."""
+        if len(data) <= 4 * self.config.store.chunk_size:
+            return self._hash_now(data)
+        return await trio.to_thread.run_sync(self._hash_now, data)
+
+    async def accept_push(self, cid: str, data: bytes) -> bool:
+        """Hold a whole document a peer pushed, if `data` hashes to `cid` (False, and nothing held, if not);
+        `fetch_bytes(cid)` then returns it without asking the network."""
+        if str(await self.hash_bytes(bytes(data))) != str(parse_cid(cid)):
+            return False
+        self.inbox.put(str(parse_cid(cid)), bytes(data))
+        return True
+
+    async def fetch_bytes(self, cid: str, *, limit: int, providers: list[str] | None = None) -> bytes:
+        """A whole file by CID: a pushed copy if one is (or arrives while fetching), else `cat` over bitswap."""
+        key = str(parse_cid(cid))
+        data = self.inbox.get(key)
+        if data is None:
+            data = await self._race_push(key, limit, providers)
+        if len(data) > limit:
+            raise StoreError(f"{key} has {len(data)} bytes, more than the {limit}-byte limit of this read")
+        return data
+
+    async def _race_push(self, key: str, limit: int, providers: list[str] | None) -> bytes:
+        got: list = []
+
+        async def pushed(cancel: trio.CancelScope) -> None:
+            got.append(await self.inbox.wait(key))
+            cancel.cancel()
+
+        async def fetched(cancel: trio.CancelScope) -> None:
+            try:
+                if providers:
+                    await self.connect_providers(providers)
+                got.append(await self.cat(key, limit=limit))
+            except DainodeError as exc:
+                got.append(exc)
+            cancel.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pushed, nursery.cancel_scope)
+            nursery.start_soon(fetched, nursery.cancel_scope)
+        if isinstance(got[0], DainodeError):
+            raise got[0]
+        return got[0]
 
     # --- get / cat -----------------------------------------------------------------------
 
