@@ -1,6 +1,6 @@
 """The acceptance task on a local network: median wall time per round and a per-round breakdown.
 
-usage: .venv/bin/python bench/task.py [--rounds N] [--json]
+usage: .venv/bin/python bench/task.py [--rounds N] [--json] [--no-push]
 
 Starts a relay (dev chain, no roles), a model provider and 4 `--roles data,compute` daemons, each
 offering a quarter of digits, runs the 4-provider MLP task of tests/integration/test_task_e2e.py and
@@ -114,7 +114,7 @@ def wait_for(fn, timeout: float, every: float = 0.5):
     raise TimeoutError("benchmark step did not finish in time")
 
 
-def run(rounds: int, as_json: bool) -> int:
+def run(rounds: int, as_json: bool, no_push: bool = False) -> int:
     base = Path(tempfile.mkdtemp(prefix="dainode-bench-task-"))
     nodes: list[DaemonProcess] = []
     try:
@@ -122,7 +122,7 @@ def run(rounds: int, as_json: bool) -> int:
         nodes.append(relay)
         relay.start(timeout=120)
         url = relay.rpc("chain_info")["endpoint"]
-        env = {"DAINODE_CHAIN_DEPLOYMENT_FILE": str(relay.data_dir / "deployment.json")}
+        env = {"DAINODE_CHAIN_DEPLOYMENT_FILE": str(relay.data_dir / "deployment.json"), **({"DAINODE_TASK_PUSH": "0"} if no_push else {})}
         mp = DaemonProcess(base, "mp", roles=["model"], chain=url, bootstrap=[relay.multiaddr], env=env)
         nodes.append(mp)
         mp.start(timeout=120)
@@ -187,8 +187,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-push", action="store_true", help="the nodes fetch every document by CID (DAINODE_TASK_PUSH=0)")
     args = ap.parse_args()
-    return run(args.rounds, args.json)
+    return run(args.rounds, args.json, args.no_push)
 
 
 if __name__ == "__main__":
