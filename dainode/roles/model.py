@@ -66,6 +66,7 @@ class ModelRole(Role):
             raise neg.Refused("malformed", "field 'update' must be bytes")
         if not await self.ctx.content.accept_push(cid, bytes(data)):  # held in memory for the fetch, not stored
             raise neg.Refused("malformed", f"update bytes do not hash to {cid}")
+        self.runs[task_id].pushed_update(neg.need(msg, "round", int), neg.need(msg, "match_id", int), cid)
         return neg.reply(neg.ROUND_UPDATE)
 
     def manifest_cid(self, task_id: int) -> str:
