@@ -376,12 +376,15 @@ class TaskRun:
         self.save()
         log.info("task %d round %d: %d update(s) in, accuracy %.4f loss %.4f, %.0f ms", self.task_id, t, len(accepted),
                  out.accuracy, out.loss, timing["total_ms"])
+        self._bg.start_soon(self._round_notice, t, str(result_cid), str(model_cid))  # a notice: not on the round's path
+        return out.params
+
+    async def _round_notice(self, t: int, result_cid: str, model_cid: str) -> None:
         try:
             await self.ctx.gossip.publish(TASKS_TOPIC, GOSSIP_ROUND, {"task_id": self.task_id, "round": t,
-                                                                     "result_cid": str(result_cid), "model_cid": str(model_cid)})
+                                                                     "result_cid": result_cid, "model_cid": model_cid})
         except DainodeError as exc:
             log.debug("round notice not sent: %s", exc)
-        return out.params
 
     async def push_model(self, t: int, result, result_cid, blob: bytes, model_cid) -> None:
         if not neg.pushes_enabled() or t + 1 >= self.manifest.task.rounds or len(blob) > neg.MAX_PUSH - 64 * 1024:
