@@ -39,6 +39,7 @@ COLS = (
     ("cp_train", "CP: local training (JAX)"),
     ("cp_seal", "CP: envelope crypto, seal the update"),
     ("cp_put", "CP: hash + store (pin) the sealed update"),
+    ("cp_wait", "CP: event -> the work started on the pushed model is ready (rounds worked ahead; then the five CP parts above ran before the event and are not summed)"),
     ("cp_tx", "CP: submitUpdate: gas estimate + fees, sign + journal + send, receipt"),
     ("mp_event", "CP's submitUpdate mined (receipt seen by the CP) -> UpdateSubmitted at the MP"),
     ("mp_fetch", "MP: the update by CID (pushed copy or bitswap)"),
@@ -98,7 +99,11 @@ def breakdown(timings: list[dict], cp: list[dict]) -> list[dict]:
             row[k] = t.get({"mp_seal": "seal_ms", "mp_put": "put_ms"}.get(k, f"{k}_ms"), 0.0)
         row["pub_tx"] = sum((t.get("tx") or {}).get(k, 0) for k in TX_PARTS)
         row["pub_tx_parts"] = {k: (t.get("tx") or {}).get(k) for k in TX_PARTS}
-        row["other"] = row["wall"] - sum(row.get(k, 0.0) for k, _ in COLS[1:-1])
+        ahead = bool(ups) and bool(mine.get(mid, {}).get("ahead"))
+        row["ahead"] = ahead
+        row["cp_wait"] = mine.get(mid, {}).get("wait_ms", 0.0) if ahead else 0.0
+        skip = {"cp_fetch", "cp_open", "cp_train", "cp_seal", "cp_put"} if ahead else {"cp_wait"}
+        row["other"] = row["wall"] - sum(row.get(k, 0.0) for k, _ in COLS[1:-1] if k not in skip)
         out.append(row)
         prev = t
     return out
@@ -168,7 +173,7 @@ def run(rounds: int, as_json: bool, no_push: bool = False) -> int:
         names = [k for k, _ in COLS]
         print("round " + " ".join(f"{k:>9}" for k in names))
         for r in rows:
-            print(f"{r['round']:>5} " + " ".join(f"{r.get(k, 0.0):>9.1f}" for k in names))
+            print(f"{r['round']:>5} " + " ".join(f"{r.get(k, 0.0):>9.1f}" for k in names) + ("  ahead" if r.get("ahead") else ""))
         print("  med " + " ".join(f"{parts[k]:>9.1f}" for k in names) + "   (median of rounds 1.., ms)")
         for k, what in COLS:
             print(f"  {k:>9}: {what}")
