@@ -274,6 +274,16 @@ class TaskRun:
             entry["status"], entry["detail"] = "malformed", str(exc)
         self._changed.set()
 
+    async def _warm_up(self, params: np.ndarray) -> None:
+        """Compile the evaluation for the test set's shapes while the first updates are on their way, so the
+        first round does not pay for JIT start-up (its result is thrown away)."""
+        from dainode.tasks.rounds import evaluate_params
+
+        try:
+            await trio.to_thread.run_sync(lambda: evaluate_params(self.manifest, params, self.test))
+        except Exception as exc:  # a warm-up only: the round itself reports real errors
+            log.debug("task %d: evaluation warm-up failed: %s", self.task_id, exc)
+
     async def wait_change(self, until: float) -> None:
         self._changed = trio.Event()
         with trio.move_on_at(until):
@@ -283,6 +293,7 @@ class TaskRun:
         from dainode.tasks.rounds import initial_params
 
         params = initial_params(self.manifest)
+        self._bg.start_soon(self._warm_up, params)
         for t in range(len(self.results), self.manifest.task.rounds):
             params = await self.round(t, params)
         self.final_params = params
