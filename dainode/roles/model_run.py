@@ -346,10 +346,10 @@ class TaskRun:
         accepted = [u["opened"] for mid, u in sorted(snapshot.items()) if u["status"] == "ok"]
         from dainode.tasks.rounds import evaluate_outcome
 
-        def aggregate_and_evaluate():  # one thread hop for both
-            a = trio.current_time()
+        def aggregate_and_evaluate():  # one thread hop for both (a worker thread: no trio clock here)
+            a = time.perf_counter()
             o = aggregate_round(self.manifest, t, params, accepted, None)
-            b = trio.current_time()
+            b = time.perf_counter()
             evaluate_outcome(self.manifest, o, self.test)
             return o, b - a
         out, agg_s = await trio.to_thread.run_sync(aggregate_and_evaluate)
