@@ -32,20 +32,39 @@ MAX_JOBS = 64
 CONNECT_TIMEOUT_S = 10.0
 
 
+#: Blocks up to this size are read (and existence checks made) on the event loop: a stat or a small read from
+#: the page cache costs microseconds, a worker-thread hop two context switches, which on a loaded machine is
+#: milliseconds per hop; bitswap answers a small want with several of them.
+INLINE_READ = 128 * 1024
+
+
 class _BlockAccess:
-    """The engine's view of the blockstore: binary CIDs, disk I/O in worker threads."""
+    """The engine's view of the blockstore: binary CIDs; bulk disk I/O in worker threads, small reads inline."""
 
     def __init__(self, blockstore: Blockstore):
         self.bs = blockstore
 
     async def has(self, cid: bytes) -> bool:
-        return await trio.to_thread.run_sync(self.bs.has, CID.parse(cid))
+        return self.bs.has(CID.parse(cid))  # one stat
+
+    def _small(self, cids: list[CID]) -> bool:
+        total = 0
+        for c in cids:
+            size = self.bs.size(c)
+            total += size or 0
+        return total <= INLINE_READ
 
     async def get(self, cid: bytes) -> bytes | None:
-        return await trio.to_thread.run_sync(self.bs.get, CID.parse(cid))
+        c = CID.parse(cid)
+        if self._small([c]):
+            return self.bs.get(c)
+        return await trio.to_thread.run_sync(self.bs.get, c)
 
     async def get_many(self, cids: list[bytes]) -> list[bytes | None]:
-        return await trio.to_thread.run_sync(lambda: [self.bs.get(CID.parse(c)) for c in cids])
+        parsed = [CID.parse(c) for c in cids]
+        if self._small(parsed):
+            return [self.bs.get(c) for c in parsed]
+        return await trio.to_thread.run_sync(lambda: [self.bs.get(c) for c in parsed])
 
     async def put(self, cid: bytes, data: bytes) -> None:
         await trio.to_thread.run_sync(self.bs.put, CID.parse(cid), data)
@@ -222,10 +241,16 @@ class StoreService(Service):
             except OSError as exc:
                 raise StoreError(f"cannot read {path}: {exc}") from exc
 
+        # a small document in memory (a round's model, result or update) is imported on the event loop: one block
+        # write and one pin commit cost less than the two worker-thread hops (see INLINE_READ)
+        small = isinstance(stream, io.BytesIO) and len(stream.getbuffer()) <= INLINE_READ
         async with self._gc_lock:  # a gc between writing the blocks and pinning the root would eat them
-            result = await trio.to_thread.run_sync(run_import)
+            result = run_import() if small else await trio.to_thread.run_sync(run_import)
             if pin and not only_hash:
-                await trio.to_thread.run_sync(lambda: self.pins.add(result.cid, recursive=True))
+                if small:
+                    self.pins.add(result.cid, recursive=True)
+                else:
+                    await trio.to_thread.run_sync(lambda: self.pins.add(result.cid, recursive=True))
         if self.bitswap.ledgers:
             for cid in added:
                 self.bitswap.notify_new_block(cid)
