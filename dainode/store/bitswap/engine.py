@@ -179,6 +179,9 @@ class Bitswap(Service):
         if want.refs <= 0:
             if self.wants.get(want.mh) is want:
                 del self.wants[want.mh]
+                # a copy still on its way (the fetch was cancelled, e.g. a pushed copy won) is a late block we
+                # asked for, not a peer sending blocks nobody wanted
+                self._remember(want.mh)
             self._cancel(want)
 
     def send_want(self, peer: ID, want: Want, *, block: bool) -> None:

@@ -370,3 +370,16 @@ async def test_a_wrong_hunch_does_not_stop_the_search():
         with trio.fail_after(5), session(c) as s:
             assert await s.get(cid.to_bytes()) == data  # a says DONT_HAVE; b, found by want-have, delivers
         assert c.stats.received_from[hb.get_id().to_base58()] == 1
+
+
+async def test_a_block_arriving_after_its_fetch_was_given_up_is_late_not_bad():
+    data = os.urandom(5000)
+    cid = cid_of(data)
+    async with bitswap_peers(2, [MemoryBlocks(), MemoryBlocks()]) as [(ha, a), (hb, b)]:
+        await connect(hb, ha)
+        with session(b) as s:
+            with trio.move_on_after(0.3):  # nobody has it: the fetch is given up (as when a pushed copy won)
+                await s.get(cid.to_bytes())
+        msg = wire.decode(wire.encode(blocks=[(wire.parse_cid_bytes(cid.to_bytes()), data)]))
+        await b.on_message(ha.get_id(), msg)
+        assert b.stats.bad_blocks == {} and b.stats.dup_blocks == 1  # before the fix: "bad block", a excluded
