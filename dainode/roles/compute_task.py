@@ -125,6 +125,7 @@ class Job:
         self.timings: list[dict] = []
         self.event_at: dict[int, float] = {}  # round -> wall time its GlobalModelPublished reached this job
         self._prepared: dict[int, dict] = {}  # round -> work started on a pushed model ahead of the chain event
+        self.push_at: dict[int, float] = {}  # round -> wall time that round's result was pushed to this node
 
     async def run(self) -> None:
         try:
@@ -202,9 +203,12 @@ class Job:
         (open, train, seal, store) now, while the publish tx is mined. It is submitted only once GlobalModelPublished
         names this same result CID; otherwise it is dropped and the round is computed from what the chain names."""
         t = int(done_round) + 1
+        self.push_at.setdefault(int(done_round), time.time())
         bg = getattr(self, "_bg", None)
         if bg is None or self.data is None or t >= getattr(self, "rounds", 0) or t < self.next_round or t in self._prepared:
             return
+        if int(done_round) in self.published:
+            return  # the event came first: the round is being computed from what the chain names
         slot = {"result_cid": str(result_cid), "done": trio.Event(), "work": None}
         self._prepared[t] = slot
         bg.start_soon(self._prepare, t, slot)
@@ -268,7 +272,8 @@ class Job:
                 work = slot["work"]
             if work is None:
                 work = await self._work(t, result_cid)
-            timing = {**work["timing"], "event_at": self.event_at.get(t - 1), "ahead": slot is not None and work is slot["work"],
+            timing = {**work["timing"], "event_at": self.event_at.get(t - 1), "push_at": self.push_at.get(t - 1),
+                      "ahead": slot is not None and work is slot["work"],
                       "wait_ms": round((trio.current_time() - t0) * 1000, 1)}
             sealed = work["sealed"]
             step = self.ctx.state.record_effect(sid, update_cid=work["cid"])

@@ -362,6 +362,7 @@ class TaskRun:
         result = out.result(cids, excluded, model_cid=str(model_cid))
         result_bytes = result.to_bytes()
         result_cid = await self.ctx.content.hash_bytes(result_bytes)
+        push_start_at = time.time()
         self._bg.start_soon(self.push_model, t, result, result_cid, blob, model_cid)
         if await self.ctx.content.put_bytes(blob) != model_cid or await self.ctx.content.put_bytes(result_bytes) != result_cid:
             raise TaskError(f"round {t}: the store gave the round's documents other CIDs than hashing them did")
@@ -377,7 +378,7 @@ class TaskRun:
         timing = {"round": t, "wait_updates_ms": _ms(t_in - opened), "aggregate_eval_ms": _ms(t_agg - t_in),
                   "aggregate_ms": _ms(agg_s), "evaluate_ms": _ms(t_agg - t_in - agg_s), "seal_ms": _ms(t_seal - t_agg),
                   "put_ms": _ms(t_put - t_seal), "publish_ms": _ms(t_pub - t_agg), "publish_tx_ms": _ms(t_pub - t_put),
-                  "tx": tx_parts, "total_ms": _ms(t_pub - opened), "published_at": time.time(),
+                  "tx": tx_parts, "total_ms": _ms(t_pub - opened), "published_at": time.time(), "push_start_at": push_start_at,
                   "updates": {str(mid): {k: u.get(k) for k in ("event_at", "fetch_ms", "open_ms", "status", "ahead")}
                               for mid, u in sorted(snapshot.items())}}
         self.timings.append(timing)

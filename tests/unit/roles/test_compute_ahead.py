@@ -78,3 +78,13 @@ async def test_no_work_ahead_for_rounds_already_done_or_past_the_last():
         job.pushed_round(4, "bafy-final")  # round 5 does not exist (5 rounds: 0..4)
         await trio.sleep(0.05)
     assert job.worked == [] and job._prepared == {}
+
+
+async def test_a_push_that_arrives_after_the_event_starts_no_second_computation():
+    async with trio.open_nursery() as n:
+        job = bare_job(n)
+        job.next_round = 1
+        job.published[0] = "bafy-result-A"  # the chain event came first: round 1 is computed from it
+        job.pushed_round(0, "bafy-result-A")
+        await trio.sleep(0.05)
+    assert job.worked == [] and job._prepared == {} and 0 in job.push_at
