@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 import os
 import stat
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -29,6 +31,8 @@ from dainode.store.tempfiles import clean_journal, clean_next_to, journal, temp_
 from dainode.store.unixfs import export_file, import_file, links_of, walk_dag
 
 MAX_JOBS = 64
+ANNOUNCE_QUIET_S = 3.0  # deferred DHT announcements go out once no add happened for this long ...
+ANNOUNCE_MAX_DEFER_S = 60.0  # ... or when the oldest has waited this long
 CONNECT_TIMEOUT_S = 10.0
 
 
@@ -117,6 +121,9 @@ class StoreService(Service):
         self._nursery: trio.Nursery | None = None
         self._active_tmps: set[Path] = set()
         self.inbox = Inbox()  # documents pushed to this node ahead of the event naming them (see accept_push)
+        self._deferred: OrderedDict[CID, float] = OrderedDict()  # CIDs to announce once adds are quiet (_announce)
+        self._deferred_wake = trio.Event()
+        self._last_add = -math.inf
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -127,6 +134,7 @@ class StoreService(Service):
                 await trio.to_thread.run_sync(clean_journal, self.data_dir, self._active_tmps)
                 await nursery.start(self.bitswap.run)
                 nursery.start_soon(self._announce_pins)
+                nursery.start_soon(self._announce_deferred)
                 self.log.info("store ready: %s", self.data_dir / "blocks")
                 task_status.started()
                 await trio.sleep_forever()
@@ -156,9 +164,34 @@ class StoreService(Service):
             raise StoreError("the store service is not running")
         self._nursery.start_soon(fn, *args)
 
-    def _announce(self, cid: CID) -> None:
-        if self._nursery is not None:  # not running (a library user importing offline): nothing to announce to
+    def _announce(self, cid: CID, *, soon: bool = False) -> None:
+        """Queue a DHT announcement. Small in-memory documents (`soon=False`: a task's per-round models, results and
+        updates, which the peers that need them get from a connected node at once) are announced when adds have
+        been quiet for ANNOUNCE_QUIET_S (at most ANNOUNCE_MAX_DEFER_S late), so the DHT traffic of every put does
+        not land on the rounds; everything else is announced at once."""
+        if self._nursery is None:  # not running (a library user importing offline): nothing to announce to
+            return
+        if soon:
             self._nursery.start_soon(self._provide, cid)
+            return
+        self._deferred.setdefault(cid, trio.current_time())
+        self._deferred_wake.set()
+
+    async def _announce_deferred(self) -> None:
+        while True:
+            await self._deferred_wake.wait()
+            self._deferred_wake = trio.Event()
+            while self._deferred:
+                oldest = min(self._deferred.values())
+                quiet_until = self._last_add + ANNOUNCE_QUIET_S
+                due = min(quiet_until, oldest + ANNOUNCE_MAX_DEFER_S)
+                if trio.current_time() < due:
+                    with trio.move_on_at(due):
+                        await self._deferred_wake.wait()  # a new add (or a test) makes it look again
+                    self._deferred_wake = trio.Event()
+                    continue
+                cid, _ = self._deferred.popitem(last=False)
+                await self._provide(cid)
 
     # --- peers ---------------------------------------------------------------------------
 
@@ -255,7 +288,8 @@ class StoreService(Service):
             for cid in added:
                 self.bitswap.notify_new_block(cid)
         if pin and not only_hash:
-            self._announce(result.cid)
+            self._last_add = trio.current_time()
+            self._announce(result.cid, soon=not small)
         for warning in warnings:
             self.log.warning("add %s: %s", result.cid, warning)
         return {"cid": str(result.cid), "size": result.size, "blocks": result.blocks, "pinned": bool(pin and not only_hash),
@@ -508,7 +542,7 @@ class StoreService(Service):
                     kind = await trio.to_thread.run_sync(lambda: self.pins.add(root, recursive=recursive))
             finally:
                 self._release(held)
-        self._announce(root)
+        self._announce(root, soon=True)
         return {"cid": str(root), "type": kind, "blocks": count}
 
     async def pin_rm(self, cid: str) -> dict:

@@ -86,3 +86,36 @@ def test_inbox_keeps_at_most_max_bytes_dropping_the_oldest():
     assert "c0" not in box and "c1" in box and "c2" in box
     box.put("huge", bytes(1000))  # larger than the whole inbox: not held
     assert "huge" not in box and len(box) == 2
+
+
+class AnnouncingP2P(SimpleNamespace):
+    """A p2p layer that records DHT provides."""
+
+    async def provide(self, mh):
+        self.provided.append(mh)
+        return True
+
+
+async def test_small_documents_are_announced_once_adds_are_quiet_others_at_once(tmp_path, monkeypatch):
+    from dainode.store import service as svc
+    from dainode.store.cid import CID
+
+    monkeypatch.setattr(svc, "ANNOUNCE_QUIET_S", 1000.0)  # adds stay "recent" until the test says otherwise
+    p2p = AnnouncingP2P(host=FakeHost(), provided=[])
+    store = StoreService(Config(), p2p, tmp_path / "node")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        small = [CID.parse((await store.add(io.BytesIO(os.urandom(1000))))["cid"]).multihash for _ in range(3)]
+        big = tmp_path / "big.bin"
+        big.write_bytes(os.urandom(300_000))
+        big_mh = CID.parse((await store.add(big))["cid"]).multihash
+        with trio.fail_after(10):
+            while big_mh not in p2p.provided:
+                await trio.sleep(0.01)
+        assert not set(small) & set(p2p.provided)  # each used to be announced at once, in the middle of the rounds
+        monkeypatch.setattr(svc, "ANNOUNCE_QUIET_S", 0.0)  # adds went quiet
+        store._deferred_wake.set()
+        with trio.fail_after(10):
+            while not set(small) <= set(p2p.provided):
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
