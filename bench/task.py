@@ -1,6 +1,6 @@
 """The acceptance task on a local network: median wall time per round and a per-round breakdown.
 
-usage: .venv/bin/python bench/task.py [--rounds N] [--json] [--no-push]
+usage: .venv/bin/python bench/task.py [--rounds N] [--json] [--no-push] [--profile NODE]
 
 Starts a relay (dev chain, no roles), a model provider and 4 `--roles data,compute` daemons, each
 offering a quarter of digits, runs the 4-provider MLP task of tests/integration/test_task_e2e.py and
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pstats
 import statistics
 import sys
 import tempfile
@@ -52,6 +53,24 @@ COLS = (
     ("other", "the rest: scheduling, thread hops, State writes, waiting (wall minus the parts above)"),
 )
 TX_PARTS = ("estimate_ms", "submit_ms", "receipt_ms")
+
+
+def cpu_s(node: DaemonProcess) -> float:
+    """User + system CPU seconds the node's process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{node.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, AttributeError, IndexError, ValueError):
+        return float("nan")
+
+
+class ProfiledDaemon(DaemonProcess):
+    """A daemon under cProfile (stats written when it exits on SIGTERM)."""
+
+    profile_path: Path
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "cProfile", "-o", str(self.profile_path), "-m", "dainode", *self.args()]
 
 
 def compute_timings(node: DaemonProcess, task_id: int) -> list[dict]:
@@ -122,7 +141,7 @@ def wait_for(fn, timeout: float, every: float = 0.5):
     raise TimeoutError("benchmark step did not finish in time")
 
 
-def run(rounds: int, as_json: bool, no_push: bool = False) -> int:
+def run(rounds: int, as_json: bool, no_push: bool = False, profile: str | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="dainode-bench-task-"))
     nodes: list[DaemonProcess] = []
     try:
@@ -131,11 +150,18 @@ def run(rounds: int, as_json: bool, no_push: bool = False) -> int:
         relay.start(timeout=120)
         url = relay.rpc("chain_info")["endpoint"]
         env = {"DAINODE_CHAIN_DEPLOYMENT_FILE": str(relay.data_dir / "deployment.json"), **({"DAINODE_TASK_PUSH": "0"} if no_push else {})}
-        mp = DaemonProcess(base, "mp", roles=["model"], chain=url, bootstrap=[relay.multiaddr], env=env)
+        def daemon(name: str, **kw) -> DaemonProcess:
+            if name != profile:
+                return DaemonProcess(base, name, **kw)
+            d = ProfiledDaemon(base, name, **kw)
+            d.profile_path = base / f"{name}.prof"
+            return d
+
+        mp = daemon("mp", roles=["model"], chain=url, bootstrap=[relay.multiaddr], env=env)
         nodes.append(mp)
         mp.start(timeout=120)
-        providers = [DaemonProcess(base, f"p{i}", roles=["data", "compute"], chain=url, bootstrap=[relay.multiaddr, mp.multiaddr],
-                                   env=env) for i in range(4)]
+        providers = [daemon(f"p{i}", roles=["data", "compute"], chain=url, bootstrap=[relay.multiaddr, mp.multiaddr],
+                            env=env) for i in range(4)]
         for n in [mp, *providers]:
             if n is not mp:
                 nodes.append(n)
@@ -149,6 +175,12 @@ def run(rounds: int, as_json: bool, no_push: bool = False) -> int:
         manifest.write_text(MANIFEST.replace("rounds = 10", f"rounds = {rounds}"))
         out = run_cli("task", "create", str(manifest), "--json", "--data-dir", str(mp.data_dir), timeout=300)
         task_id = json.loads(out.stdout)["task_id"]
+        wait_for(lambda: mp.rpc("task_status", task_id=task_id)["phase"] != "matching", 300, every=0.05)
+        cpu0, t_cpu0 = {n.name: cpu_s(n) for n in nodes}, time.monotonic()
+        status = wait_for(lambda: (lambda s: s if s["phase"] in ("split", "split_posted", "final", "abandoned") else None)(
+            mp.rpc("task_status", task_id=task_id)), 600, every=0.05)
+        cpu = {n.name: round((cpu_s(n) - cpu0[n.name]) * 1000) for n in nodes}  # CPU ms each node used in the rounds
+        rounds_wall_ms = (time.monotonic() - t_cpu0) * 1000
         status = wait_for(lambda: (lambda s: s if s["phase"] in ("split_posted", "final", "abandoned") else None)(
             mp.rpc("task_status", task_id=task_id)), 600, every=0.5)
         timings = status["timings"]
@@ -168,7 +200,8 @@ def run(rounds: int, as_json: bool, no_push: bool = False) -> int:
                   "final_accuracy": status["history"][-1]["accuracy"] if status["history"] else None,
                   "verify_s": round(verify_s, 2), "verify": verdict,
                   "vs_flower_deployment": FLOWER_DEPLOYMENT_S * 1000 / med, "vs_flower_simulation": FLOWER_SIM_S * 1000 / med,
-                  "vs_bare_msgpack_tcp": BARE_MS / med, "load_average": os.getloadavg()}
+                  "vs_bare_msgpack_tcp": BARE_MS / med, "load_average": os.getloadavg(),
+                  "rounds_wall_ms": round(rounds_wall_ms), "rounds_cpu_ms_by_node": cpu}
         if as_json:
             print(json.dumps(result, indent=2))
             return 0
@@ -188,6 +221,15 @@ def run(rounds: int, as_json: bool, no_push: bool = False) -> int:
             print("  pushes: none reached the critical compute provider")
         for k, what in COLS:
             print(f"  {k:>9}: {what}")
+        total_cpu = sum(v for v in cpu.values() if v == v)
+        print(f"CPU used by the nodes during the rounds ({rounds_wall_ms:.0f} ms wall): "
+              + ", ".join(f"{k} {v} ms" for k, v in cpu.items())
+              + f"; {total_cpu / max(len(timings), 1):.0f} ms of CPU per round over {os.cpu_count()} cores")
+        if profile:
+            prof_node = next(n for n in nodes if n.name == profile)
+            prof_node.stop()
+            print(f"profile of {profile} (whole run), top 30 by own time:")
+            pstats.Stats(str(prof_node.profile_path)).sort_stats("tottime").print_stats(30)
         print(f"median wall per round: {med:.1f} ms (target <= 100 ms); the MP's own round timer: "
               f"{result['median_mp_total_ms']:.1f} ms")
         print(f"vs Flower 1.42 deployment (~9.5 s): {result['vs_flower_deployment']:.1f}x faster; vs its simulation (~0.21 s): "
@@ -204,8 +246,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-push", action="store_true", help="the nodes fetch every document by CID (DAINODE_TASK_PUSH=0)")
+    ap.add_argument("--profile", metavar="NODE", help="run NODE (mp, p0..p3) under cProfile and print its top functions")
     args = ap.parse_args()
-    return run(args.rounds, args.json, args.no_push)
+    return run(args.rounds, args.json, args.no_push, args.profile)
 
 
 if __name__ == "__main__":
