@@ -1,18 +1,14 @@
 """The acceptance task on a local network: median wall time per round and a per-round breakdown.
 
-usage: .venv/bin/python bench/task.py [--rounds N] [--json]
+usage: .venv/bin/python bench/task.py [--rounds N] [--json] [--no-push] [--profile NODE]
 
 Starts a relay (dev chain, no roles), a model provider and 4 `--roles data,compute` daemons, each
 offering a quarter of digits, runs the 4-provider MLP task of tests/integration/test_task_e2e.py and
-prints, from `task_status.timings` (recorded by the model provider each round):
-  wait_updates  round opened -> every update in: the CPs' event latency, model fetch (bitswap),
-                envelope open, local training (JAX), update seal + put, submitUpdate tx + receipt,
-                and the MP's event delivery, fetch and open of each update
-  aggregate_eval  aggregation + evaluation on the test set
-  publish       seal global model + IPFS put + round result + publishGlobalModel tx + confirmation
-and, from each compute provider's State (slowest of the round): cp_fetch_model (event -> global model
-fetched over bitswap and opened), cp_train (JAX local training), cp_submit (seal + IPFS put +
-submitUpdate tx + receipt); then times `dainode task verify` on the relay. Target (issue 13): median <= 100 ms per round;
+prints the median wall time per round (publishGlobalModel receipt to the next one, at the model provider)
+and the round's critical path split into the parts of COLS below: the model provider's timings (task_status)
+and each compute provider's (its State, read-only), joined by match id; cross-node latencies (chain event
+delivery) are differences of wall-clock stamps, all taken on this one machine. Then times `dainode task verify`
+on the relay. Target (issue 13): median <= 100 ms per round;
 peers: Flower 1.42 deployment mode ~9.5 s/round, in-process simulation ~0.21 s, bare msgpack/TCP ~4 ms.
 """
 
@@ -20,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import pstats
 import statistics
 import sys
 import tempfile
@@ -33,8 +31,46 @@ from tests.integration.daemon import DaemonProcess, run_cli  # noqa: E402
 from tests.integration.test_task_e2e import COMPUTE_PRICE, DATA_PRICE, MANIFEST, quarters  # noqa: E402
 
 FLOWER_DEPLOYMENT_S, FLOWER_SIM_S, BARE_MS = 9.5, 0.21, 4.0
-PARTS = ("wait_updates_ms", "aggregate_eval_ms", "publish_ms")
-CP_PARTS = ("fetch_model_ms", "train_ms", "submit_ms")
+#: the breakdown's columns: the round's critical path (the compute provider whose update the MP opened last), in order
+COLS = (
+    ("wall", "publish receipt of round t-1 -> of round t, at the MP (round 0: training start -> publish)"),
+    ("cp_event", "t-1's publish tx mined (receipt seen by the MP) -> GlobalModelPublished at the CP"),
+    ("cp_fetch", "CP: round result + global model by CID (pushed copy or bitswap)"),
+    ("cp_open", "CP: envelope crypto, open the sealed global model"),
+    ("cp_train", "CP: local training (JAX)"),
+    ("cp_seal", "CP: envelope crypto, seal the update"),
+    ("cp_put", "CP: hash + store (pin) the sealed update"),
+    ("cp_wait", "CP: event -> the work started on the pushed model is ready (rounds worked ahead; then the five CP parts above ran before the event and are not summed)"),
+    ("cp_tx", "CP: submitUpdate: gas estimate + fees, sign + journal + send, receipt"),
+    ("mp_event", "CP's submitUpdate mined (receipt seen by the CP) -> UpdateSubmitted at the MP"),
+    ("mp_fetch", "MP: the update by CID (pushed copy or bitswap)"),
+    ("mp_open", "MP: envelope crypto + checks, open the update"),
+    ("aggregate", "MP: aggregation"),
+    ("evaluate", "MP: evaluation on the test set"),
+    ("mp_seal", "MP: envelope crypto, seal the global model for every CP"),
+    ("mp_put", "MP: hash + store (pin) global model and round result"),
+    ("pub_tx", "MP: publishGlobalModel: estimate + fees, sign + journal + send, receipt"),
+    ("other", "the rest: scheduling, thread hops, State writes, waiting (wall minus the parts above)"),
+)
+TX_PARTS = ("estimate_ms", "submit_ms", "receipt_ms")
+
+
+def cpu_s(node: DaemonProcess) -> float:
+    """User + system CPU seconds the node's process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{node.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, AttributeError, IndexError, ValueError):
+        return float("nan")
+
+
+class ProfiledDaemon(DaemonProcess):
+    """A daemon under cProfile (stats written when it exits on SIGTERM)."""
+
+    profile_path: Path
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "cProfile", "-o", str(self.profile_path), "-m", "dainode", *self.args()]
 
 
 def compute_timings(node: DaemonProcess, task_id: int) -> list[dict]:
@@ -54,6 +90,47 @@ def compute_timings(node: DaemonProcess, task_id: int) -> list[dict]:
     return out
 
 
+def breakdown(timings: list[dict], cp: list[dict]) -> list[dict]:
+    """Per round, the critical path split into COLS (ms), from the MP's and the CPs' recorded timings (wall clocks
+    of one machine: cross-node latencies are differences of time.time() stamps)."""
+    out, prev = [], None
+    for t in timings:
+        row = {"round": t["round"]}
+        mined = (prev or {}).get("tx", {}).get("mined_seen_at")
+        row["wall"] = (t["tx"]["mined_seen_at"] - mined) * 1000 if mined and t.get("tx") else t["total_ms"]
+        ups = {int(k): u for k, u in (t.get("updates") or {}).items() if u.get("event_at")}
+        mine = {c["match_id"]: c for c in cp if c["round"] == t["round"] and "match_id" in c}
+        if ups:  # the update the MP had last is the one the round waited for
+            mid = max(ups, key=lambda k: ups[k]["event_at"] + ((ups[k].get("fetch_ms") or 0) + (ups[k].get("open_ms") or 0)) / 1000)
+            u, c = ups[mid], mine.get(mid, {})
+            ctx = c.get("tx") or {}
+            row["cp_event"] = (c["event_at"] - mined) * 1000 if c.get("event_at") and mined else 0.0
+            row["cp_fetch"] = (c.get("fetch_result_ms") or 0) + (c.get("fetch_blob_ms") or 0)
+            row["cp_open"] = c.get("open_ms", 0.0)
+            row["cp_train"] = c.get("train_ms", 0.0)
+            row["cp_seal"] = c.get("seal_ms", 0.0)
+            row["cp_put"] = c.get("put_ms", 0.0)
+            row["cp_tx"] = sum(ctx.get(k, 0) for k in TX_PARTS)
+            row["mp_event"] = (u["event_at"] - ctx["mined_seen_at"]) * 1000 if ctx.get("mined_seen_at") else 0.0
+            row["mp_fetch"], row["mp_open"] = u.get("fetch_ms") or 0.0, u.get("open_ms") or 0.0
+            row["cp_tx_parts"] = {k: ctx.get(k) for k in TX_PARTS}
+            pushed, started = c.get("push_at"), (prev or {}).get("push_start_at")
+            row["push_lead_ms"] = (c["event_at"] - pushed) * 1000 if pushed and c.get("event_at") else None  # > 0: push first
+            row["push_ms"] = (pushed - started) * 1000 if pushed and started else None  # MP starts the push -> CP has it
+        for k in ("aggregate", "evaluate", "mp_seal", "mp_put"):
+            row[k] = t.get({"mp_seal": "seal_ms", "mp_put": "put_ms"}.get(k, f"{k}_ms"), 0.0)
+        row["pub_tx"] = sum((t.get("tx") or {}).get(k, 0) for k in TX_PARTS)
+        row["pub_tx_parts"] = {k: (t.get("tx") or {}).get(k) for k in TX_PARTS}
+        ahead = bool(ups) and bool(mine.get(mid, {}).get("ahead"))
+        row["ahead"] = ahead
+        row["cp_wait"] = mine.get(mid, {}).get("wait_ms", 0.0) if ahead else 0.0
+        skip = {"cp_fetch", "cp_open", "cp_train", "cp_seal", "cp_put"} if ahead else {"cp_wait"}
+        row["other"] = row["wall"] - sum(row.get(k, 0.0) for k, _ in COLS[1:-1] if k not in skip)
+        out.append(row)
+        prev = t
+    return out
+
+
 def wait_for(fn, timeout: float, every: float = 0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -64,7 +141,7 @@ def wait_for(fn, timeout: float, every: float = 0.5):
     raise TimeoutError("benchmark step did not finish in time")
 
 
-def run(rounds: int, as_json: bool) -> int:
+def run(rounds: int, as_json: bool, no_push: bool = False, profile: str | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="dainode-bench-task-"))
     nodes: list[DaemonProcess] = []
     try:
@@ -72,12 +149,19 @@ def run(rounds: int, as_json: bool) -> int:
         nodes.append(relay)
         relay.start(timeout=120)
         url = relay.rpc("chain_info")["endpoint"]
-        env = {"DAINODE_CHAIN_DEPLOYMENT_FILE": str(relay.data_dir / "deployment.json")}
-        mp = DaemonProcess(base, "mp", roles=["model"], chain=url, bootstrap=[relay.multiaddr], env=env)
+        env = {"DAINODE_CHAIN_DEPLOYMENT_FILE": str(relay.data_dir / "deployment.json"), **({"DAINODE_TASK_PUSH": "0"} if no_push else {})}
+        def daemon(name: str, **kw) -> DaemonProcess:
+            if name != profile:
+                return DaemonProcess(base, name, **kw)
+            d = ProfiledDaemon(base, name, **kw)
+            d.profile_path = base / f"{name}.prof"
+            return d
+
+        mp = daemon("mp", roles=["model"], chain=url, bootstrap=[relay.multiaddr], env=env)
         nodes.append(mp)
         mp.start(timeout=120)
-        providers = [DaemonProcess(base, f"p{i}", roles=["data", "compute"], chain=url, bootstrap=[relay.multiaddr, mp.multiaddr],
-                                   env=env) for i in range(4)]
+        providers = [daemon(f"p{i}", roles=["data", "compute"], chain=url, bootstrap=[relay.multiaddr, mp.multiaddr],
+                            env=env) for i in range(4)]
         for n in [mp, *providers]:
             if n is not mp:
                 nodes.append(n)
@@ -91,6 +175,12 @@ def run(rounds: int, as_json: bool) -> int:
         manifest.write_text(MANIFEST.replace("rounds = 10", f"rounds = {rounds}"))
         out = run_cli("task", "create", str(manifest), "--json", "--data-dir", str(mp.data_dir), timeout=300)
         task_id = json.loads(out.stdout)["task_id"]
+        wait_for(lambda: mp.rpc("task_status", task_id=task_id)["phase"] != "matching", 300, every=0.05)
+        cpu0, t_cpu0 = {n.name: cpu_s(n) for n in nodes}, time.monotonic()
+        status = wait_for(lambda: (lambda s: s if s["phase"] in ("split", "split_posted", "final", "abandoned") else None)(
+            mp.rpc("task_status", task_id=task_id)), 600, every=0.05)
+        cpu = {n.name: round((cpu_s(n) - cpu0[n.name]) * 1000) for n in nodes}  # CPU ms each node used in the rounds
+        rounds_wall_ms = (time.monotonic() - t_cpu0) * 1000
         status = wait_for(lambda: (lambda s: s if s["phase"] in ("split_posted", "final", "abandoned") else None)(
             mp.rpc("task_status", task_id=task_id)), 600, every=0.5)
         timings = status["timings"]
@@ -100,28 +190,48 @@ def run(rounds: int, as_json: bool) -> int:
         verify_s = time.monotonic() - t0
         verdict = json.loads(verify.stdout)["verdict"] if verify.stdout.strip() else f"error: {verify.stderr.strip()}"
         cp = [t for n in providers for t in compute_timings(n, task_id)]
-        for t in timings:  # the slowest compute provider of the round sets the pace
-            mine = [c for c in cp if c["round"] == t["round"]]
-            for k in CP_PARTS:
-                t[f"cp_{k}"] = max((c[k] for c in mine), default=float("nan"))
-        totals = [t["total_ms"] for t in timings]
-        med = statistics.median(totals) if totals else float("nan")
-        result = {"rounds": len(timings), "median_round_ms": med, "median_parts_ms": {p: statistics.median([t[p] for t in timings])
-                                                                                        for p in PARTS + tuple(f"cp_{k}" for k in CP_PARTS) if timings},
-                  "per_round": timings, "final_accuracy": status["history"][-1]["accuracy"] if status["history"] else None,
+        rows = breakdown(timings, cp)
+        walls = [r["wall"] for r in rows]
+        med = statistics.median(walls) if walls else float("nan")
+        steady = rows[1:] or rows  # round 0 starts from the initial model: no fetch, a cold start
+        parts = {k: round(statistics.median([r.get(k, 0.0) for r in steady]), 1) for k, _ in COLS}
+        result = {"rounds": len(timings), "median_round_ms": med, "median_mp_total_ms": statistics.median([t["total_ms"] for t in timings]),
+                  "median_parts_ms_rounds_1_on": parts, "columns": dict(COLS), "per_round": rows, "mp_timings": timings, "cp_timings": cp,
+                  "final_accuracy": status["history"][-1]["accuracy"] if status["history"] else None,
                   "verify_s": round(verify_s, 2), "verify": verdict,
                   "vs_flower_deployment": FLOWER_DEPLOYMENT_S * 1000 / med, "vs_flower_simulation": FLOWER_SIM_S * 1000 / med,
-                  "vs_bare_msgpack_tcp": BARE_MS / med}
+                  "vs_bare_msgpack_tcp": BARE_MS / med, "load_average": os.getloadavg(),
+                  "rounds_wall_ms": round(rounds_wall_ms), "rounds_cpu_ms_by_node": cpu}
         if as_json:
             print(json.dumps(result, indent=2))
             return 0
-        print(f"task {task_id}: {len(timings)} rounds, final accuracy {result['final_accuracy']}")
-        cols = PARTS + tuple(f"cp_{k}" for k in CP_PARTS)
-        print(f"{'round':>5} {'total':>9} " + " ".join(f"{p[:-3]:>16}" for p in cols))
-        for t in timings:
-            print(f"{t['round']:>5} {t['total_ms']:>8.1f}ms " + " ".join(f"{t[p]:>14.1f}ms" for p in cols))
-        print(f"median per round: {med:.1f} ms (target <= 100 ms); parts: "
-              + ", ".join(f"{p[:-3]} {v:.1f} ms" for p, v in result["median_parts_ms"].items()))
+        print(f"task {task_id}: {len(timings)} rounds, final accuracy {result['final_accuracy']}, load average {os.getloadavg()}")
+        names = [k for k, _ in COLS]
+        print("round " + " ".join(f"{k:>9}" for k in names))
+        for r in rows:
+            print(f"{r['round']:>5} " + " ".join(f"{r.get(k, 0.0):>9.1f}" for k in names) + ("  ahead" if r.get("ahead") else ""))
+        print("  med " + " ".join(f"{parts[k]:>9.1f}" for k in names) + "   (median of rounds 1.., ms)")
+        pm = [r["push_ms"] for r in steady if r.get("push_ms") is not None]
+        lead = [r["push_lead_ms"] for r in steady if r.get("push_lead_ms") is not None]
+        if pm:
+            print(f"  pushes: MP starts the round_model push -> the CP holds it: median {statistics.median(pm):.1f} ms; "
+                  f"push ahead of the chain event by a median {statistics.median(lead):.1f} ms (negative: the event came first); "
+                  f"{sum(1 for r in steady if r.get('ahead'))} of {len(steady)} rounds worked ahead")
+        else:
+            print("  pushes: none reached the critical compute provider")
+        for k, what in COLS:
+            print(f"  {k:>9}: {what}")
+        total_cpu = sum(v for v in cpu.values() if v == v)
+        print(f"CPU used by the nodes during the rounds ({rounds_wall_ms:.0f} ms wall): "
+              + ", ".join(f"{k} {v} ms" for k, v in cpu.items())
+              + f"; {total_cpu / max(len(timings), 1):.0f} ms of CPU per round over {os.cpu_count()} cores")
+        if profile:
+            prof_node = next(n for n in nodes if n.name == profile)
+            prof_node.stop()
+            print(f"profile of {profile} (whole run), top 30 by own time:")
+            pstats.Stats(str(prof_node.profile_path)).sort_stats("tottime").print_stats(30)
+        print(f"median wall per round: {med:.1f} ms (target <= 100 ms); the MP's own round timer: "
+              f"{result['median_mp_total_ms']:.1f} ms")
         print(f"vs Flower 1.42 deployment (~9.5 s): {result['vs_flower_deployment']:.1f}x faster; vs its simulation (~0.21 s): "
               f"{result['vs_flower_simulation']:.2f}x; vs bare msgpack/TCP FedAvg (~4 ms): {result['vs_bare_msgpack_tcp']:.3f}x")
         print(f"task verify on the relay: {verdict} in {verify_s:.1f} s")
@@ -135,8 +245,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-push", action="store_true", help="the nodes fetch every document by CID (DAINODE_TASK_PUSH=0)")
+    ap.add_argument("--profile", metavar="NODE", help="run NODE (mp, p0..p3) under cProfile and print its top functions")
     args = ap.parse_args()
-    return run(args.rounds, args.json)
+    return run(args.rounds, args.json, args.no_push, args.profile)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,17 @@ class CallStats:
     by_method: dict[str, int] = field(default_factory=dict)
 
 
+#: anvil sometimes answers a read at `latest` that races a block being mined with "BlockOutOfRangeError: block
+#: height is N but requested was N-1" (foundry-rs/foundry#10709, #4843); asked again, it answers.
+LATEST_RACE_RETRIES = 3
+
+
+def _latest_race(method: str, params: tuple, exc: ChainRpcError) -> bool:
+    if "blockoutofrangeerror" not in exc.rpc_message.lower():
+        return False
+    return method == "eth_estimateGas" or "latest" in params or "pending" in params
+
+
 class RpcClient:
     """JSON-RPC 2.0 over HTTP. Transport failures are retried with exponential backoff;
     after `retries` attempts ChainUnavailable says which endpoint is down. Error objects from
@@ -157,10 +168,17 @@ class RpcClient:
         return reply["result"]
 
     async def call(self, method: str, *params: Any) -> Any:
-        self.stats.calls += 1
-        self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
-        reply = await self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}, method)
-        return self._check(method, reply)
+        for attempt in range(LATEST_RACE_RETRIES + 1):
+            self.stats.calls += 1
+            self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
+            reply = await self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}, method)
+            try:
+                return self._check(method, reply)
+            except ChainRpcError as exc:
+                if attempt == LATEST_RACE_RETRIES or not _latest_race(method, params, exc):
+                    raise
+                await trio.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     async def batch(self, calls: list[tuple[str, list[Any]]], *, raise_errors: bool = True) -> list[Any]:
         """Several calls in one HTTP request; results in call order. With raise_errors=False an

@@ -103,6 +103,15 @@ class ChainService(Service):
             if self.dev is not None:
                 await self.dev.stop()
 
+    async def _is_anvil(self) -> bool:
+        """anvil answers eth_sendRawTransactionSync with the mined receipt (one round trip per transaction);
+        other endpoints get the plain send and receipt polls."""
+        try:
+            client = await self.rpc.call("web3_clientVersion")
+        except ChainError:
+            return False
+        return isinstance(client, str) and client.lower().startswith("anvil")
+
     async def _supervise_dev(self) -> None:
         """anvil dying under a running node would make every chain call fail: stop loudly instead."""
         status = await self.dev.wait()
@@ -115,6 +124,7 @@ class ChainService(Service):
         self.tx = TxManager(
             self.rpc, self.signer, self.nonces, contracts, chain_id=self.chain_id,
             fee_multiplier=self.cfg.fee_multiplier, max_fee_gwei=self.cfg.max_fee_gwei, receipt_timeout_s=self.cfg.receipt_timeout_s,
+            sync_send=await self._is_anvil(),
         )
         path = self.deployment_path()
         if self.dev is not None:

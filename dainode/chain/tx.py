@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +86,7 @@ class TxManager:
         fee_multiplier: float = 1.25,
         max_fee_gwei: float = 500.0,
         receipt_timeout_s: float = 120.0,
+        sync_send: bool = False,
     ):
         self.rpc = rpc
         self.signer = signer
@@ -94,6 +96,7 @@ class TxManager:
         self.fee_multiplier = fee_multiplier
         self.max_fee_wei = int(max_fee_gwei * GWEI)
         self.receipt_timeout_s = receipt_timeout_s
+        self.sync_send = sync_send  # eth_sendRawTransactionSync: the receipt in the send's reply (anvil; EIP-7966)
 
     async def suggest_fees(self) -> Fees:
         head, tip = await self.rpc.batch(self._FEE_CALLS, raise_errors=False)
@@ -147,11 +150,14 @@ class TxManager:
 
     async def send(
         self, to: str | None, data: bytes, *, value: int = 0, gas: int | None = None, what: str = "transaction", prefer: str | None = None,
-        wait: bool = True, on_signed=None,
+        wait: bool = True, on_signed=None, timings: dict | None = None,
     ) -> dict:
         """Estimate, sign offline, send, and (by default) wait for the receipt. `to=None` deploys.
 
-        `on_signed(tx_hash, nonce, raw)` is called before the signed bytes are sent (see NonceManager.submit)."""
+        `on_signed(tx_hash, nonce, raw)` is called before the signed bytes are sent (see NonceManager.submit).
+        `timings`, a dict, gets the parts in ms: estimate (gas + fees), submit (sign, journal, send; with
+        sync_send also until mined), receipt (sent -> mined receipt seen), and mined_seen_at (wall clock, to compare with other nodes' event times)."""
+        t0 = trio.current_time()
         if gas is None:
             gas, fees = await self.gas_and_fees(to, data, value, what=what, prefer=prefer)
         else:
@@ -171,11 +177,19 @@ class TxManager:
         def sign(nonce: int) -> tuple[bytes, str]:
             return self.signer.sign({**base, "nonce": nonce})
 
-        tx_hash, nonce = await self.nonces.submit(sign, on_signed=on_signed)
+        t1 = trio.current_time()
+        sync = wait and self.sync_send
+        tx_hash, nonce, receipt = await self.nonces.submit_for_receipt(sign, on_signed=on_signed, sync=sync)
+        t2 = trio.current_time()
         log.debug("sent %s as %s (nonce %d, gas %d)", what, tx_hash, nonce, gas)
         if not wait:
             return {"transactionHash": tx_hash, "nonce": nonce}
-        receipt = await self.wait_receipt(tx_hash, what=what)
+        if receipt is None:
+            receipt = await self.wait_receipt(tx_hash, what=what)
+        if timings is not None:
+            t3 = trio.current_time()
+            timings.update(estimate_ms=round((t1 - t0) * 1000, 1), submit_ms=round((t2 - t1) * 1000, 1),
+                           receipt_ms=round((t3 - t2) * 1000, 1), mined_seen_at=time.time())
         if to_int(receipt.get("status", "0x1")) != 1:
             raise await self._explain_failure(to, data, value, receipt, what=what, prefer=prefer)
         return receipt

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,8 @@ class EventWatcher:
         self.delivered = 0
         self.errors = 0
         self._subs: list[tuple[str | None, trio.MemorySendChannel]] = []
+        self._heads: deque[dict] = deque(maxlen=64)  # headers from the websocket, not processed yet
+        self.fast_heads = 0  # blocks processed from a websocket header with one eth_getLogs
         self._wake = trio.Event()
         self._synced = trio.Condition()
 
@@ -171,7 +174,8 @@ class EventWatcher:
         while True:
             self._wake = trio.Event()
             try:
-                await self.sync_once()
+                if not await self._apply_heads():
+                    await self.sync_once()
                 backoff = 0.2
             except (ChainError, KeyError, TypeError, ValueError) as exc:
                 # KeyError/TypeError/ValueError: a malformed reply from the endpoint; it is not
@@ -216,6 +220,7 @@ class EventWatcher:
                         head = (msg.get("params") or {}).get("result") or {}
                         if "number" in head:
                             self.head = to_int(head["number"])
+                            self._heads.append(head)
                         self.poke()
             except (
                 OSError, HandshakeError, ConnectionClosed, ValueError, AttributeError, TypeError, ChainError, trio.TooSlowError,
@@ -229,6 +234,48 @@ class EventWatcher:
             backoff = min(backoff * 2, self.backoff_max_s)
 
     # --- one synchronisation step -----------------------------------------------------------
+
+    async def _apply_heads(self) -> bool:
+        """Process websocket headers that chain onto the cursor, one eth_getLogs (by block hash) each, instead of
+        sync_once's head number + canonical check + header range. False when a full sync_once is needed: a
+        poke without a header, a gap, a header on another parent (reorg), confirmations to wait for."""
+        if not self._heads:
+            return False
+        while self._heads:
+            head = self._heads.popleft()
+            try:
+                number, block_hash, parent = to_int(head["number"]), str(head["hash"]), str(head["parentHash"])
+            except (KeyError, TypeError, ValueError):
+                self._heads.clear()
+                return False
+            known = {n: h for n, h, _ in self.cursor.recent}
+            if known.get(number) == block_hash:
+                continue  # processed already (a sync after our own transaction got there first)
+            if self.confirmations or self.cursor.block is None or number != self.cursor.block + 1 or parent != self.cursor.hash:
+                self._heads.clear()
+                return False
+            if not await self._process_head(number, block_hash):
+                self._heads.clear()
+                return False
+        async with self._synced:
+            self._synced.notify_all()
+        return True
+
+    async def _process_head(self, number: int, block_hash: str) -> bool:
+        addresses = [c.address for c in self.contracts.contracts.values() if c.address]
+        logs = await self.rpc.call("eth_getLogs", {"blockHash": block_hash, "address": addresses}) if addresses else []
+        logs = logs or []
+        if any(lg.get("blockHash") != block_hash or to_int(lg.get("blockNumber", "0x0")) != number for lg in logs):
+            return False  # the endpoint answered for another block: let sync_once sort it out
+        block_logs = sorted(logs, key=lambda e: to_int(e["logIndex"]))
+        for raw in block_logs:
+            event = self.contracts.decode_log(raw)
+            if event is not None:
+                await self._deliver(event)
+        self.cursor.push(number, block_hash, block_logs)
+        self.cursor.save()
+        self.fast_heads += 1
+        return True
 
     async def sync_once(self) -> int:
         """Process what is new (reorgs first). Returns the number of events delivered."""

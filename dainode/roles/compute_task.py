@@ -48,9 +48,11 @@ class ComputeTasks:
             data, cid = msg.get(part), neg.need(msg, f"{part}_cid", str)
             if not isinstance(data, (bytes, bytearray)):
                 raise neg.Refused("malformed", f"field {part!r} must be bytes")
-            if str(await self.ctx.content.hash_bytes(bytes(data))) != cid:
+            if not await self.ctx.content.accept_push(cid, bytes(data)):  # held in memory for the fetch, not stored
                 raise neg.Refused("malformed", f"{part} bytes do not hash to {cid}")
-            await self.ctx.content.put_bytes(bytes(data))
+        for (tid, _), job in list(self.jobs.items()):
+            if tid == task_id:
+                job.pushed_round(neg.need(msg, "round", int), msg["result_cid"])
         return neg.reply(neg.ROUND_MODEL)
 
     async def on_compute_request(self, msg: dict, peer: str) -> dict:
@@ -121,6 +123,9 @@ class Job:
         self.published: dict[int, str] = {}
         self.next_round = 0
         self.timings: list[dict] = []
+        self.event_at: dict[int, float] = {}  # round -> wall time its GlobalModelPublished reached this job
+        self._prepared: dict[int, dict] = {}  # round -> work started on a pushed model ahead of the chain event
+        self.push_at: dict[int, float] = {}  # round -> wall time that round's result was pushed to this node
 
     async def run(self) -> None:
         try:
@@ -155,6 +160,7 @@ class Job:
                     from dainode.roles.taskchain import event_cid
 
                     self.published[int(ev.args["round"])] = str(event_cid(ev.args["cid"], ev.args["codec"]))
+                    self.event_at[int(ev.args["round"])] = time.time()
                 elif ev.name in ("TaskFinalized", "TaskAbandoned"):
                     self._save("done")
                     if self.owner.role.auto_withdraw:
@@ -223,49 +229,104 @@ class Job:
         await trio.to_thread.run_sync(lambda: compute_update(m, initial_params(m), x, y, round=0, match_id=self.match_id))
         log.info("task %d match %d: %d training rows received and opened; trainer ready", self.task_id, self.match_id, len(y))
 
-    async def _round(self, t: int) -> None:
-        from dainode.roles.taskchain import chain_cid
+    def pushed_round(self, done_round: int, result_cid: str) -> None:
+        """Round `done_round`'s result and model were pushed (bytes held, CID-checked): start the next round's work
+        (open, train, seal, store) now, while the publish tx is mined. It is submitted only once GlobalModelPublished
+        names this same result CID; otherwise it is dropped and the round is computed from what the chain names."""
+        t = int(done_round) + 1
+        self.push_at.setdefault(int(done_round), time.time())
+        bg = getattr(self, "_bg", None)
+        if bg is None or self.data is None or t >= getattr(self, "rounds", 0) or t < self.next_round or t in self._prepared:
+            return
+        if int(done_round) in self.published:
+            return  # the event came first: the round is being computed from what the chain names
+        slot = {"result_cid": str(result_cid), "done": trio.Event(), "work": None}
+        self._prepared[t] = slot
+        bg.start_soon(self._prepare, t, slot)
+
+    async def _prepare(self, t: int, slot: dict) -> None:
+        try:
+            slot["work"] = await self._work(t, slot["result_cid"])
+        except DainodeError as exc:
+            log.info("task %d match %d round %d: work on the pushed model failed (%s); waiting for the chain",
+                     self.task_id, self.match_id, t, exc)
+        finally:
+            slot["done"].set()
+
+    async def _work(self, t: int, result_cid: str | None) -> dict:
+        """Round t's sealed update from the global model the round result `result_cid` names (round 0: the initial
+        model): {"sealed", "cid", "timing"}; stored (pinned) here, not yet submitted."""
         from dainode.tasks.documents import ModelBinding, UpdateBinding, open_global_model, seal_update
         from dainode.tasks.rounds import compute_update, initial_params
+
+        t0 = trio.current_time()
+        ms = lambda a, b: round((b - a) * 1000, 1)  # noqa: E731
+        timing: dict = {"round": t, "match_id": self.match_id, "started_at": time.time(), "event_at": self.event_at.get(t - 1)}
+        m, spec = self.task.manifest, self.task.manifest.model_spec
+        if t == 0:
+            params = initial_params(m)
+            timing.update(fetch_result_ms=0.0, fetch_blob_ms=0.0, open_ms=0.0)
+        else:
+            res = await fetch_json(self.ctx, result_cid)
+            ta = trio.current_time()
+            blob = await fetch(self.ctx, res["model_cid"])
+            tb = trio.current_time()
+            params = open_global_model(blob, self.key.private, ModelBinding(self.task.ref, t, self.task.model_provider), spec)
+            timing.update(fetch_result_ms=ms(t0, ta), fetch_blob_ms=ms(ta, tb), open_ms=ms(tb, trio.current_time()))
+        t1 = trio.current_time()
+        x, y = self.data
+        out = await trio.to_thread.run_sync(lambda: compute_update(m, params, x, y, round=t, match_id=self.match_id))
+        t2 = trio.current_time()
+        binding = UpdateBinding(self.task.ref, self.match_id, t, self.tc.account)
+        sealed = seal_update(binding, out.update, out.n_examples, [self.task.public_key.key], train_loss=out.mean_loss)
+        ts = trio.current_time()
+        cid = await self.ctx.content.put_bytes(sealed)
+        timing.update(fetch_model_ms=ms(t0, t1), train_ms=ms(t1, t2), seal_ms=ms(t2, ts), put_ms=ms(ts, trio.current_time()))
+        return {"sealed": sealed, "cid": str(cid), "timing": timing}
+
+    async def _round(self, t: int) -> None:
+        from dainode.roles.taskchain import chain_cid
 
         sid = f"update-{self.task_id}-{self.match_id}-{t}"
         step = self.ctx.state.begin_step(sid, "task_update", {"task_id": self.task_id, "match_id": self.match_id, "round": t})
         if step.finished:
             return
         t0 = trio.current_time()
-        m, spec = self.task.manifest, self.task.manifest.model_spec
-        if m.task.privacy == "he":
+        if self.task.manifest.task.privacy == "he":
             return await self._he_round(t, sid, step, t0)
-        if t == 0:
-            params = initial_params(m)
-        else:
-            res = await fetch_json(self.ctx, self.published[t - 1])
-            blob = await fetch(self.ctx, res["model_cid"])
-            params = open_global_model(blob, self.key.private, ModelBinding(self.task.ref, t, self.task.model_provider), spec)
-        t1 = trio.current_time()
-        x, y = self.data
-        out = await trio.to_thread.run_sync(lambda: compute_update(m, params, x, y, round=t, match_id=self.match_id))
-        t2 = trio.current_time()
         sealed = None  # None after a restart: the update is already on IPFS and the MP fetches it by CID
+        timing: dict = {"round": t, "match_id": self.match_id, "event_at": self.event_at.get(t - 1)}
         if "update_cid" not in step.effect:
-            binding = UpdateBinding(self.task.ref, self.match_id, t, self.tc.account)
-            sealed = seal_update(binding, out.update, out.n_examples, [self.task.public_key.key], train_loss=out.mean_loss)
-            cid = await self.ctx.content.put_bytes(sealed)
-            step = self.ctx.state.record_effect(sid, update_cid=str(cid))
+            result_cid = self.published.get(t - 1) if t else None
+            slot = self._prepared.pop(t, None)
+            work = None
+            if slot is not None and slot["result_cid"] == result_cid:  # the chain names the result we worked from
+                await slot["done"].wait()
+                work = slot["work"]
+            if work is None:
+                work = await self._work(t, result_cid)
+            timing = {**work["timing"], "event_at": self.event_at.get(t - 1), "push_at": self.push_at.get(t - 1),
+                      "ahead": slot is not None and work is slot["work"],
+                      "wait_ms": round((trio.current_time() - t0) * 1000, 1)}
+            sealed = work["sealed"]
+            step = self.ctx.state.record_effect(sid, update_cid=work["cid"])
         peer = self.owner.mp_peers.get(self.task_id)
-        if peer and sealed is not None and neg.pushes_enabled():
+        if peer and sealed is not None and neg.pushes_enabled():  # travels while the tx is mined
             self._bg.start_soon(self._push, peer, t, step.effect["update_cid"], sealed)
+        t_tx = trio.current_time()
+        tx_parts: dict = {}
         try:
             receipt = await self.tc.send("submitUpdate", self.task_id, self.match_id, t,
-                                         *chain_cid(step.effect["update_cid"]), state=self.ctx.state, step_id=sid)
+                                         *chain_cid(step.effect["update_cid"]), state=self.ctx.state, step_id=sid,
+                                         timings=tx_parts)
             tx = receipt["transactionHash"]
         except TransactionReverted as exc:
             log.warning("task %d match %d round %d: update not accepted by the chain: %s", self.task_id, self.match_id, t, exc)
             tx = None
         t3 = trio.current_time()
         self.ctx.state.finish_step(sid, {"tx": tx, "update_cid": step.effect["update_cid"]})
-        self.timings.append({"round": t, "fetch_model_ms": round((t1 - t0) * 1000, 1), "train_ms": round((t2 - t1) * 1000, 1),
-                             "submit_ms": round((t3 - t2) * 1000, 1)})
+        timing.update(submit_tx_ms=round((t3 - t_tx) * 1000, 1), tx=tx_parts, submitted_at=time.time())
+        self.timings.append(timing)
         self._save("running")
 
 

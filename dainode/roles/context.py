@@ -68,13 +68,15 @@ class ContentPort:
 
     async def hash_bytes(self, data: bytes) -> CID:
         """The CID `put_bytes(data)` will give, computed without storing or announcing anything."""
-        result = await self._store.add(io.BytesIO(data), only_hash=True, pin=False)
-        return CID.parse(result["cid"])
+        return await self._store.hash_bytes(data)
+
+    async def accept_push(self, cid: CID | str, data: bytes) -> bool:
+        """Hold bytes a peer pushed ahead of the event naming `cid`, if they hash to it; get_bytes(cid) then
+        returns them at once (and a fetch already waiting takes them). False if they do not match."""
+        return await self._store.accept_push(str(cid), data)
 
     async def get_bytes(self, cid: CID, *, limit: int = 16 * 1024 * 1024, providers: list[str] | None = None) -> bytes:
-        if providers:
-            await self._store.connect_providers(providers)
-        return await self._store.cat(str(cid), limit=limit)
+        return await self._store.fetch_bytes(str(cid), limit=limit, providers=providers)
 
     async def add(self, path) -> CID:
         return CID.parse((await self._store.add(path))["cid"])

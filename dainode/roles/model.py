@@ -67,9 +67,9 @@ class ModelRole(Role):
         data, cid = msg.get("update"), neg.need(msg, "update_cid", str)
         if not isinstance(data, (bytes, bytearray)) or len(data) > neg.MAX_PUSH:
             raise neg.Refused("malformed", "field 'update' must be bytes")
-        if str(await self.ctx.content.hash_bytes(bytes(data))) != cid:
+        if not await self.ctx.content.accept_push(cid, bytes(data)):  # held in memory for the fetch, not stored
             raise neg.Refused("malformed", f"update bytes do not hash to {cid}")
-        await self.ctx.content.put_bytes(bytes(data))
+        self.runs[task_id].pushed_update(neg.need(msg, "round", int), neg.need(msg, "match_id", int), cid)
         return neg.reply(neg.ROUND_UPDATE)
 
     def manifest_cid(self, task_id: int) -> str:

@@ -53,6 +53,7 @@ class TaskRun:
         self.phase = "matching"
         self.updates: dict[int, dict[int, dict]] = {}  # round -> match id -> {cid, status, detail, opened}
         self._changed = trio.Event()
+        self._preopened: dict[tuple[int, int], dict] = {}  # (round, match id) -> a pushed update opened ahead
         self.report_dir: str | None = None
         self.split = None
         self.done = trio.Event()
@@ -72,12 +73,12 @@ class TaskRun:
                    history=[{"round": r.round, "accuracy": r.accuracy, "loss": r.loss} for r in self.results], **extra)
         self.ctx.state.put_task(TaskRecord(str(self.task_id), "model", self.phase, doc))
 
-    async def step_tx(self, what: str, fn: str, *args, intent: dict | None = None) -> dict:
+    async def step_tx(self, what: str, fn: str, *args, intent: dict | None = None, timings: dict | None = None) -> dict:
         sid = self.sid(what)
         step = self.ctx.state.begin_step(sid, f"task_{fn}", {"task_id": self.task_id, **(intent or {})})
         if step.finished and step.result.get("tx"):
             return step.result
-        receipt = await self.tc.send(fn, *args, state=self.ctx.state, step_id=sid)
+        receipt = await self.tc.send(fn, *args, state=self.ctx.state, step_id=sid, timings=timings)
         self.ctx.state.finish_step(sid, {"tx": receipt["transactionHash"], "block": int(receipt["blockNumber"], 16)})
         return receipt
 
@@ -219,6 +220,28 @@ class TaskRun:
                     if ev.name == "UpdateSubmitted" and not ev.removed:
                         n.start_soon(self._take_update, ev)
 
+    def pushed_update(self, rnd: int, mid: int, cid: str) -> None:
+        """A CP pushed its round-`rnd` update (bytes held by the store, CID-checked): open it now, while its
+        submitUpdate is mined; _take_update uses the result only if UpdateSubmitted names the same CID and CP."""
+        m = self.matches.get(int(mid))
+        bg = getattr(self, "_bg", None)
+        if m is None or bg is None or (rnd, mid) in self._preopened or int(mid) in self.updates.get(int(rnd), {}):
+            return
+        slot = {"cid": str(cid), "cp": m["compute_provider"], "done": trio.Event(), "opened": None}
+        self._preopened[(int(rnd), int(mid))] = slot
+
+        async def open_now() -> None:
+            try:
+                blob = await fetch(self.ctx, cid)
+                binding = UpdateBinding(self.ref, int(mid), int(rnd), slot["cp"])
+                slot["opened"] = await trio.to_thread.run_sync(
+                    lambda: open_update(blob, self.key.private, binding, self.manifest.model_spec, max_examples=m.get("rows")))
+            except DainodeError:
+                pass  # opened again, with the error recorded, when the event arrives
+            finally:
+                slot["done"].set()
+        bg.start_soon(open_now)
+
     async def _take_update(self, ev) -> None:
         rnd, mid, cid = int(ev.args["round"]), int(ev.args["matchId"]), None
         slot = self.updates.setdefault(rnd, {})
@@ -228,23 +251,44 @@ class TaskRun:
 
         cid = str(event_cid(ev.args["cid"], ev.args["codec"]))
         entry = {"cid": cid, "status": "pending", "detail": "", "opened": None, "block": ev.block_number,
-                 "at": trio.current_time()}
+                 "at": trio.current_time(), "event_at": time.time()}
         slot[mid] = entry
         m = self.matches.get(mid, {})
+        pre = self._preopened.pop((rnd, mid), None)
         try:
-            blob = await fetch(self.ctx, cid)
-            binding = UpdateBinding(self.ref, mid, rnd, ev.args["computeProvider"])
-            if self.he is not None:
-                entry["opened"] = await self.he.open(blob, binding, rnd, m.get("rows"))
+            t0 = trio.current_time()
+            if pre is not None and pre["cid"] == cid and pre["cp"].lower() == str(ev.args["computeProvider"]).lower():
+                await pre["done"].wait()
+            if pre is not None and pre["opened"] is not None and pre["cid"] == cid \
+                    and pre["cp"].lower() == str(ev.args["computeProvider"]).lower():
+                entry["opened"], entry["ahead"] = pre["opened"], True  # opened from the push, before the event
+                entry["fetch_ms"], entry["open_ms"] = 0.0, _ms(trio.current_time() - t0)
             else:
-                entry["opened"] = await trio.to_thread.run_sync(
-                    lambda: open_update(blob, self.key.private, binding, self.manifest.model_spec, max_examples=m.get("rows")))
+                blob = await fetch(self.ctx, cid)
+                t1 = trio.current_time()
+                binding = UpdateBinding(self.ref, mid, rnd, ev.args["computeProvider"])
+                if self.he is not None:
+                    entry["opened"] = await self.he.open(blob, binding, rnd, m.get("rows"))
+                else:
+                    entry["opened"] = await trio.to_thread.run_sync(
+                        lambda: open_update(blob, self.key.private, binding, self.manifest.model_spec, max_examples=m.get("rows")))
+                entry["fetch_ms"], entry["open_ms"] = _ms(t1 - t0), _ms(trio.current_time() - t1)
             entry["status"] = "ok"
         except DocumentRejected as exc:
             entry["status"], entry["detail"] = exc.reason, exc.detail
         except DainodeError as exc:
             entry["status"], entry["detail"] = "malformed", str(exc)
         self._changed.set()
+
+    async def _warm_up(self, params: np.ndarray) -> None:
+        """Compile the evaluation for the test set's shapes while the first updates are on their way, so the
+        first round does not pay for JIT start-up (its result is thrown away)."""
+        from dainode.tasks.rounds import evaluate_params
+
+        try:
+            await trio.to_thread.run_sync(lambda: evaluate_params(self.manifest, params, self.test))
+        except Exception as exc:  # a warm-up only: the round itself reports real errors
+            log.debug("task %d: evaluation warm-up failed: %s", self.task_id, exc)
 
     async def wait_change(self, until: float) -> None:
         self._changed = trio.Event()
@@ -257,6 +301,7 @@ class TaskRun:
         params = initial_params(self.manifest)
         if self.he is not None:
             self.he.set_params(0, params)
+        self._bg.start_soon(self._warm_up, params)
         for t in range(len(self.results), self.manifest.task.rounds):
             params = await self.round(t, params)
         self.final_params = params
@@ -307,28 +352,47 @@ class TaskRun:
                 log.warning("task %d round %d: rejecting match %d's update failed: %s", self.task_id, t, mid, exc)
             log.info("task %d round %d: rejected match %d's update %s (%s)", self.task_id, t, mid, u["cid"], u["status"])
         accepted = [u["opened"] for mid, u in sorted(snapshot.items()) if u["status"] == "ok"]
-        out = await trio.to_thread.run_sync(lambda: aggregate_round(self.manifest, t, params, accepted, self.test))
+        from dainode.tasks.rounds import evaluate_outcome
+
+        def aggregate_and_evaluate():  # one thread hop for both (a worker thread: no trio clock here)
+            a = time.perf_counter()
+            o = aggregate_round(self.manifest, t, params, accepted, None)
+            b = time.perf_counter()
+            evaluate_outcome(self.manifest, o, self.test)
+            return o, b - a
+        out, agg_s = await trio.to_thread.run_sync(aggregate_and_evaluate)
         t_agg = trio.current_time()
         recipients = [m["cp_key"].key for m in self.matches.values()] + [self.key.public.key]
         if self.he is not None:
             recipients = [self.key.public.key]  # he: the computation providers get the CKKS-encrypted model only
         blob = seal_global_model(ModelBinding(self.ref, t + 1, self.ctx.keys.address), out.params, recipients)
-        model_cid = await self.ctx.content.put_bytes(blob)
+        t_seal = trio.current_time()
+        # CIDs first, so the push travels while the documents are stored and the tx is mined
+        model_cid = await self.ctx.content.hash_bytes(blob)
         result = out.result(cids, excluded, model_cid=str(model_cid))
         if self.he is not None:
             result = replace(result, he_model_cid=await self.he.publish(t + 1, out.params))
-        result_cid = await self.ctx.content.put_bytes(result.to_bytes())
+        result_bytes = result.to_bytes()
+        result_cid = await self.ctx.content.hash_bytes(result_bytes)
+        push_start_at = time.time()
+        self._bg.start_soon(self.push_model, t, result, result_cid, blob, model_cid)
+        if await self.ctx.content.put_bytes(blob) != model_cid or await self.ctx.content.put_bytes(result_bytes) != result_cid:
+            raise TaskError(f"round {t}: the store gave the round's documents other CIDs than hashing them did")
+        t_put = trio.current_time()
         from dainode.roles.taskchain import chain_cid
 
-        self._bg.start_soon(self.push_model, t, result, result_cid, blob, model_cid)  # travels while the tx is mined
+        tx_parts: dict = {}
         await self.step_tx(f"round-{t}", "publishGlobalModel", self.task_id, t, *chain_cid(result_cid),
-                           intent={"round": t, "result_cid": str(result_cid)})
+                           intent={"round": t, "result_cid": str(result_cid)}, timings=tx_parts)
         t_pub = trio.current_time()
         self.outcomes.append(out)
         self.results.append(result)
-        timing = {"round": t, "wait_updates_ms": round((t_in - opened) * 1000, 1),
-                  "aggregate_eval_ms": round((t_agg - t_in) * 1000, 1), "publish_ms": round((t_pub - t_agg) * 1000, 1),
-                  "total_ms": round((t_pub - opened) * 1000, 1)}
+        timing = {"round": t, "wait_updates_ms": _ms(t_in - opened), "aggregate_eval_ms": _ms(t_agg - t_in),
+                  "aggregate_ms": _ms(agg_s), "evaluate_ms": _ms(t_agg - t_in - agg_s), "seal_ms": _ms(t_seal - t_agg),
+                  "put_ms": _ms(t_put - t_seal), "publish_ms": _ms(t_pub - t_agg), "publish_tx_ms": _ms(t_pub - t_put),
+                  "tx": tx_parts, "total_ms": _ms(t_pub - opened), "published_at": time.time(), "push_start_at": push_start_at,
+                  "updates": {str(mid): {k: u.get(k) for k in ("event_at", "fetch_ms", "open_ms", "status", "ahead")}
+                              for mid, u in sorted(snapshot.items())}}
         if self.he is not None:
             timing.update(self.he.round_sizes(t))  # bytes moved in this round (he)
         self.timings.append(timing)
@@ -338,12 +402,15 @@ class TaskRun:
         self.save()
         log.info("task %d round %d: %d update(s) in, accuracy %.4f loss %.4f, %.0f ms", self.task_id, t, len(accepted),
                  out.accuracy, out.loss, timing["total_ms"])
+        self._bg.start_soon(self._round_notice, t, str(result_cid), str(model_cid))  # a notice: not on the round's path
+        return out.params
+
+    async def _round_notice(self, t: int, result_cid: str, model_cid: str) -> None:
         try:
             await self.ctx.gossip.publish(TASKS_TOPIC, GOSSIP_ROUND, {"task_id": self.task_id, "round": t,
-                                                                     "result_cid": str(result_cid), "model_cid": str(model_cid)})
+                                                                     "result_cid": result_cid, "model_cid": model_cid})
         except DainodeError as exc:
             log.debug("round notice not sent: %s", exc)
-        return out.params
 
     async def push_model(self, t: int, result, result_cid, blob: bytes, model_cid) -> None:
         if self.he is not None or not neg.pushes_enabled() or t + 1 >= self.manifest.task.rounds or len(blob) > neg.MAX_PUSH - 64 * 1024:
@@ -434,6 +501,10 @@ class TaskRun:
                                                            final_params=final, extra={"timings": self.timings,
                                                                                       "failures": self.failures}))
         self.report_dir = str(out)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
 
 
 def _leaves(group: BaseExceptionGroup):

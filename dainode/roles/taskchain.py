@@ -38,9 +38,11 @@ class TaskChain:
 
     # --- transactions -------------------------------------------------------------------
 
-    async def send(self, fn: str, *args: Any, value: int = 0, state=None, step_id: str | None = None) -> dict:
+    async def send(self, fn: str, *args: Any, value: int = 0, state=None, step_id: str | None = None,
+                   timings: dict | None = None) -> dict:
         """TrainingTask.fn(*args); with (state, step_id) the signed tx is journaled under effect `<fn>_tx` before it
-        leaves the node, and a resumed step looks it up (re-sending the same bytes) instead of signing again."""
+        leaves the node, and a resumed step looks it up (re-sending the same bytes) instead of signing again.
+        `timings` (a dict) gets the send's parts in ms (TxManager.send)."""
         c = self._c.contracts[CONTRACT]
         key = f"{fn}_tx"
         if state is not None and step_id is not None:
@@ -59,7 +61,7 @@ class TaskChain:
                 state.record_effect(step_id, **{key: tx_hash, f"{fn}_raw": raw.hex()})
 
         receipt = await self._c.tx.send(self.address, c.encode_call(fn, *args), value=value, what=f"{CONTRACT}.{fn}",
-                                        prefer=CONTRACT, on_signed=journal)
+                                        prefer=CONTRACT, on_signed=journal, timings=timings)
         return self.port._decoded(receipt)
 
     @staticmethod

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import math
 import os
 import stat
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -21,29 +24,51 @@ from dainode.store.bitswap import Bitswap, Session
 from dainode.store.blockstore import Blockstore
 from dainode.store.cid import CID, RAW, check_file_cid, check_verifiable, verify_block
 from dainode.store.dagpb import decode_node, decode_unixfs
+from dainode.store.inbox import Inbox
 from dainode.store.paths import PRIVATE, check_add_path, check_get_path, file_mode, open_for_add
 from dainode.store.pins import PinStore
 from dainode.store.tempfiles import clean_journal, clean_next_to, journal, temp_path
 from dainode.store.unixfs import export_file, import_file, links_of, walk_dag
 
 MAX_JOBS = 64
+ANNOUNCE_QUIET_S = 3.0  # deferred DHT announcements go out once no add happened for this long ...
+ANNOUNCE_MAX_DEFER_S = 60.0  # ... or when the oldest has waited this long
 CONNECT_TIMEOUT_S = 10.0
 
 
+#: Blocks up to this size are read (and existence checks made) on the event loop: a stat or a small read from
+#: the page cache costs microseconds, a worker-thread hop two context switches, which on a loaded machine is
+#: milliseconds per hop; bitswap answers a small want with several of them.
+INLINE_READ = 128 * 1024
+
+
 class _BlockAccess:
-    """The engine's view of the blockstore: binary CIDs, disk I/O in worker threads."""
+    """The engine's view of the blockstore: binary CIDs; bulk disk I/O in worker threads, small reads inline."""
 
     def __init__(self, blockstore: Blockstore):
         self.bs = blockstore
 
     async def has(self, cid: bytes) -> bool:
-        return await trio.to_thread.run_sync(self.bs.has, CID.parse(cid))
+        return self.bs.has(CID.parse(cid))  # one stat
+
+    def _small(self, cids: list[CID]) -> bool:
+        total = 0
+        for c in cids:
+            size = self.bs.size(c)
+            total += size or 0
+        return total <= INLINE_READ
 
     async def get(self, cid: bytes) -> bytes | None:
-        return await trio.to_thread.run_sync(self.bs.get, CID.parse(cid))
+        c = CID.parse(cid)
+        if self._small([c]):
+            return self.bs.get(c)
+        return await trio.to_thread.run_sync(self.bs.get, c)
 
     async def get_many(self, cids: list[bytes]) -> list[bytes | None]:
-        return await trio.to_thread.run_sync(lambda: [self.bs.get(CID.parse(c)) for c in cids])
+        parsed = [CID.parse(c) for c in cids]
+        if self._small(parsed):
+            return [self.bs.get(c) for c in parsed]
+        return await trio.to_thread.run_sync(lambda: [self.bs.get(c) for c in parsed])
 
     async def put(self, cid: bytes, data: bytes) -> None:
         await trio.to_thread.run_sync(self.bs.put, CID.parse(cid), data)
@@ -95,6 +120,10 @@ class StoreService(Service):
         self._job_ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
         self._active_tmps: set[Path] = set()
+        self.inbox = Inbox()  # documents pushed to this node ahead of the event naming them (see accept_push)
+        self._deferred: OrderedDict[CID, float] = OrderedDict()  # CIDs to announce once adds are quiet (_announce)
+        self._deferred_wake = trio.Event()
+        self._last_add = -math.inf
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -105,6 +134,7 @@ class StoreService(Service):
                 await trio.to_thread.run_sync(clean_journal, self.data_dir, self._active_tmps)
                 await nursery.start(self.bitswap.run)
                 nursery.start_soon(self._announce_pins)
+                nursery.start_soon(self._announce_deferred)
                 self.log.info("store ready: %s", self.data_dir / "blocks")
                 task_status.started()
                 await trio.sleep_forever()
@@ -134,9 +164,34 @@ class StoreService(Service):
             raise StoreError("the store service is not running")
         self._nursery.start_soon(fn, *args)
 
-    def _announce(self, cid: CID) -> None:
-        if self._nursery is not None:  # not running (a library user importing offline): nothing to announce to
+    def _announce(self, cid: CID, *, soon: bool = False) -> None:
+        """Queue a DHT announcement. Small in-memory documents (`soon=False`: a task's per-round models, results and
+        updates, which the peers that need them get from a connected node at once) are announced when adds have
+        been quiet for ANNOUNCE_QUIET_S (at most ANNOUNCE_MAX_DEFER_S late), so the DHT traffic of every put does
+        not land on the rounds; everything else is announced at once."""
+        if self._nursery is None:  # not running (a library user importing offline): nothing to announce to
+            return
+        if soon:
             self._nursery.start_soon(self._provide, cid)
+            return
+        self._deferred.setdefault(cid, trio.current_time())
+        self._deferred_wake.set()
+
+    async def _announce_deferred(self) -> None:
+        while True:
+            await self._deferred_wake.wait()
+            self._deferred_wake = trio.Event()
+            while self._deferred:
+                oldest = min(self._deferred.values())
+                quiet_until = self._last_add + ANNOUNCE_QUIET_S
+                due = min(quiet_until, oldest + ANNOUNCE_MAX_DEFER_S)
+                if trio.current_time() < due:
+                    with trio.move_on_at(due):
+                        await self._deferred_wake.wait()  # a new add (or a test) makes it look again
+                    self._deferred_wake = trio.Event()
+                    continue
+                cid, _ = self._deferred.popitem(last=False)
+                await self._provide(cid)
 
     # --- peers ---------------------------------------------------------------------------
 
@@ -219,19 +274,83 @@ class StoreService(Service):
             except OSError as exc:
                 raise StoreError(f"cannot read {path}: {exc}") from exc
 
+        # a small document in memory (a round's model, result or update) is imported on the event loop: one block
+        # write and one pin commit cost less than the two worker-thread hops (see INLINE_READ)
+        small = isinstance(stream, io.BytesIO) and len(stream.getbuffer()) <= INLINE_READ
         async with self._gc_lock:  # a gc between writing the blocks and pinning the root would eat them
-            result = await trio.to_thread.run_sync(run_import)
+            result = run_import() if small else await trio.to_thread.run_sync(run_import)
             if pin and not only_hash:
-                await trio.to_thread.run_sync(lambda: self.pins.add(result.cid, recursive=True))
+                if small:
+                    self.pins.add(result.cid, recursive=True)
+                else:
+                    await trio.to_thread.run_sync(lambda: self.pins.add(result.cid, recursive=True))
         if self.bitswap.ledgers:
             for cid in added:
                 self.bitswap.notify_new_block(cid)
         if pin and not only_hash:
-            self._announce(result.cid)
+            self._last_add = trio.current_time()
+            self._announce(result.cid, soon=not small)
         for warning in warnings:
             self.log.warning("add %s: %s", result.cid, warning)
         return {"cid": str(result.cid), "size": result.size, "blocks": result.blocks, "pinned": bool(pin and not only_hash),
                 "warnings": warnings}
+
+    # --- pushed documents ---------------------------------------------------------------
+
+    def _hash_now(self, data: bytes) -> CID:
+        store = self.config.store
+        raw_leaves = store.raw_leaves if store.cid_version == 1 else False
+        result = import_file(io.BytesIO(data), lambda cid, block: None, chunk_size=store.chunk_size,
+                             cid_version=store.cid_version, raw_leaves=raw_leaves)
+        return result.cid
+
+    async def hash_bytes(self, data: bytes) -> CID:
+        """The CID `add` gives `data` with this node's settings; nothing stored or announced (small data inline:
+        hashing a document of a few chunks costs less than the thread hop)."""
+        if len(data) <= 4 * self.config.store.chunk_size:
+            return self._hash_now(data)
+        return await trio.to_thread.run_sync(self._hash_now, data)
+
+    async def accept_push(self, cid: str, data: bytes) -> bool:
+        """Hold a whole document a peer pushed, if `data` hashes to `cid` (False, and nothing held, if not);
+        `fetch_bytes(cid)` then returns it without asking the network."""
+        if str(await self.hash_bytes(bytes(data))) != str(parse_cid(cid)):
+            return False
+        self.inbox.put(str(parse_cid(cid)), bytes(data))
+        return True
+
+    async def fetch_bytes(self, cid: str, *, limit: int, providers: list[str] | None = None) -> bytes:
+        """A whole file by CID: a pushed copy if one is (or arrives while fetching), else `cat` over bitswap."""
+        key = str(parse_cid(cid))
+        data = self.inbox.get(key)
+        if data is None:
+            data = await self._race_push(key, limit, providers)
+        if len(data) > limit:
+            raise StoreError(f"{key} has {len(data)} bytes, more than the {limit}-byte limit of this read")
+        return data
+
+    async def _race_push(self, key: str, limit: int, providers: list[str] | None) -> bytes:
+        got: list = []
+
+        async def pushed(cancel: trio.CancelScope) -> None:
+            got.append(await self.inbox.wait(key))
+            cancel.cancel()
+
+        async def fetched(cancel: trio.CancelScope) -> None:
+            try:
+                if providers:
+                    await self.connect_providers(providers)
+                got.append(await self.cat(key, limit=limit))
+            except DainodeError as exc:
+                got.append(exc)
+            cancel.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pushed, nursery.cancel_scope)
+            nursery.start_soon(fetched, nursery.cancel_scope)
+        if isinstance(got[0], DainodeError):
+            raise got[0]
+        return got[0]
 
     # --- get / cat -----------------------------------------------------------------------
 
@@ -423,7 +542,7 @@ class StoreService(Service):
                     kind = await trio.to_thread.run_sync(lambda: self.pins.add(root, recursive=recursive))
             finally:
                 self._release(held)
-        self._announce(root)
+        self._announce(root, soon=True)
         return {"cid": str(root), "type": kind, "blocks": count}
 
     async def pin_rm(self, cid: str) -> dict:

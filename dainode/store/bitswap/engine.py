@@ -96,6 +96,7 @@ class Bitswap(Service):
         self.outboxes: dict[ID, Outbox] = {}
         self.sessions: set = set()
         self._recent: OrderedDict[bytes, None] = OrderedDict()
+        self.providers: OrderedDict[ID, None] = OrderedDict()  # peers that delivered blocks, most recent last
         self._nursery: trio.Nursery | None = None
         self._put_slots = trio.Semaphore(PUT_SLOTS)
         self._puts_idle = trio.Event()
@@ -123,6 +124,16 @@ class Bitswap(Service):
         if self._nursery is None:  # cancelled, between the nursery closing and run() returning
             raise ServiceNotRunning("the bitswap service is stopping; cannot start more work")
         self._nursery.start_soon(fn, *args)
+
+    def likely_provider(self, exclude: set) -> ID | None:
+        """The connected peer that delivered a block most recently (not in `exclude`): a new session's first want
+        goes to it as want-block, saving the want-have round trip when it has the block (the model provider
+        of a task serves every round's model to the same peers)."""
+        connected = set(self.connected_peers())
+        for peer in reversed(self.providers):
+            if peer in connected and peer not in exclude:
+                return peer
+        return None
 
     def connected_peers(self) -> list[ID]:
         return [p for p, conns in list(self.host.get_network().connections.items()) if conns]
@@ -168,6 +179,9 @@ class Bitswap(Service):
         if want.refs <= 0:
             if self.wants.get(want.mh) is want:
                 del self.wants[want.mh]
+                # a copy still on its way (the fetch was cancelled, e.g. a pushed copy won) is a late block we
+                # asked for, not a peer sending blocks nobody wanted
+                self._remember(want.mh)
             self._cancel(want)
 
     def send_want(self, peer: ID, want: Want, *, block: bool) -> None:
@@ -300,6 +314,10 @@ class Bitswap(Service):
         want.signal()
         for session in list(want.sessions):
             session.delivered_by(peer)
+        self.providers[peer] = None
+        self.providers.move_to_end(peer)
+        while len(self.providers) > 64:
+            self.providers.popitem(last=False)
         self.notify_new_block(want.cid)
 
     async def _store(self, cid: bytes, data: bytes) -> None:

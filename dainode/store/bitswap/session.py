@@ -111,11 +111,21 @@ class Session:
     async def _fetch(self, want: Want, mine: set[ID]) -> bytes:
         engine = self.engine
         tried: set[ID] = set()  # asked for the block and failed to deliver in time
+        hinted: set[ID] = set()  # asked for the block on a hunch (likely_provider), before anyone said HAVE
+        if not want.sent and not self.peers:
+            hint = engine.likely_provider(self.excluded | want.dont_haves)
+            if hint is not None:
+                engine.send_want(hint, want, block=True)
+                hinted.add(hint)
+                mine.add(hint)
+                self.inflight[hint] += 1
         while not want.done.is_set():
             changed = want.changed
             self._sync(want, mine)
             now = trio.current_time()
-            live = [p for p, t in want.pending_block.items() if now - t < PEER_TIMEOUT_S and p not in self.excluded]
+            # a hunch is asked alongside, never instead of, the usual search (its block is taken if it comes)
+            live = [p for p, t in want.pending_block.items() if now - t < PEER_TIMEOUT_S and p not in self.excluded
+                    and p not in hinted]
             for p, t in list(want.pending_block.items()):
                 if now - t >= PEER_TIMEOUT_S:
                     tried.add(p)

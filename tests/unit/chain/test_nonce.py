@@ -115,3 +115,39 @@ async def test_nonce_too_low_for_our_own_mined_copy_is_not_resigned():
     nm._next = 0
     tx_hash, nonce = await nm.submit(signer)
     assert (tx_hash, nonce) == ("0xhash0", 0) and chain.sent == []
+
+
+class SyncChain(FakeChain):
+    """FakeChain that also serves eth_sendRawTransactionSync (EIP-7966), or refuses it like an older node."""
+
+    def __init__(self, *, supports_sync: bool):
+        super().__init__()
+        self.supports_sync = supports_sync
+        self.methods: list[str] = []
+
+    async def call(self, method, *params):
+        self.methods.append(method)
+        if method == "eth_sendRawTransactionSync":
+            if not self.supports_sync:
+                raise ChainRpcError(method, -32601, "Method not found")
+            await super().call("eth_sendRawTransaction", *params)
+            nonce = int(params[0][2:], 16)
+            return {"transactionHash": f"0xhash{nonce}", "blockNumber": "0x5", "status": "0x1"}
+        return await super().call(method, *params)
+
+
+async def test_a_sync_send_returns_the_receipt_from_the_one_call():
+    chain = SyncChain(supports_sync=True)
+    nm = NonceManager(chain, "0xme")
+    tx_hash, nonce, receipt = await nm.submit_for_receipt(signer)
+    assert (tx_hash, nonce) == ("0xhash0", 0) and receipt["blockNumber"] == "0x5"
+    assert chain.methods == ["eth_getTransactionCount", "eth_sendRawTransactionSync"]
+
+
+async def test_an_endpoint_without_sync_send_gets_the_same_bytes_by_the_plain_send_once_and_for_all():
+    chain = SyncChain(supports_sync=False)
+    nm = NonceManager(chain, "0xme")
+    assert await nm.submit_for_receipt(signer) == ("0xhash0", 0, None)  # no receipt: the caller polls
+    assert await nm.submit_for_receipt(signer) == ("0xhash1", 1, None)
+    assert chain.sent == [0, 1] and nm.sync_unsupported
+    assert chain.methods.count("eth_sendRawTransactionSync") == 1

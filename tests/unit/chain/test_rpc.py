@@ -78,3 +78,23 @@ def test_block_tags():
     assert block_tag(10) == "0xa" and block_tag("latest") == "latest" and block_tag("12") == "0xc"
     with pytest.raises(ChainError, match="invalid block"):
         block_tag("yesterday")
+
+
+async def test_anvils_latest_block_race_is_asked_again_but_a_real_range_error_is_not():
+    seen = []
+
+    def handler(request):
+        body = json.loads(request.content)
+        seen.append(body["params"][-1])
+        if len(seen) == 1 or body["params"][-1] == "0x99":  # anvil racing its own miner; a block that is not there
+            return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"],
+                                             "error": {"code": -32602, "message": "BlockOutOfRangeError: block height is 65 but requested was 64"}})
+        return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": "0x01"})
+
+    rpc = client_with(handler)
+    assert await rpc.call("eth_call", {"to": "0x" + "11" * 20}, "latest") == "0x01"  # before the fix: ChainRpcError
+    assert seen == ["latest", "latest"]
+    with pytest.raises(ChainRpcError, match="BlockOutOfRange"):
+        await rpc.call("eth_call", {"to": "0x" + "11" * 20}, "0x99")
+    assert seen[2:] == ["0x99"]
+    await rpc.aclose()

@@ -32,6 +32,7 @@ class FakeChain:
     def __init__(self):
         self.blocks: list[tuple[str, str, list[int]]] = [("0x" + "00" * 31 + "01", "0x" + "00" * 32, [])]
         self.salt = 0
+        self.calls: list[str] = []
 
     def mine(self, *offer_ids: int) -> None:
         self.salt += 1
@@ -58,12 +59,16 @@ class FakeChain:
         return out
 
     async def call(self, method, *params):
+        self.calls.append(method)
         if method == "eth_blockNumber":
             return hex(len(self.blocks) - 1)
         if method == "eth_getBlockByNumber":
             return self._header(int(params[0], 16))
         if method == "eth_getLogs":
             f = params[0]
+            if "blockHash" in f:  # EIP-234: the logs of one block, by hash
+                n = next((i for i, b in enumerate(self.blocks) if b[0] == f["blockHash"]), None)
+                return [] if n is None else self._logs(n, n)
             return self._logs(int(f["fromBlock"], 16), int(f["toBlock"], 16))
         raise AssertionError(method)
 
@@ -292,3 +297,50 @@ async def test_unknown_event_names_are_refused():
 
     with pytest.raises(ChainError, match="no event 'Nope'"):
         EventSubscription(FakeChain(), CONTRACTS, None, None, "c", "Registry", events=["Nope"])
+
+
+async def test_a_websocket_header_on_top_of_the_cursor_costs_one_log_query():
+    chain = FakeChain()
+    chain.mine(1)
+    w = EventWatcher(chain, CONTRACTS, cursor_path=None, start_block=1)
+    chan = w.subscribe()
+    await w.sync_once()
+    drain(chan)
+    chain.mine(2, 3)
+    chain.mine(4)
+    w._heads.extend(chain._header(n) for n in (2, 3))
+    chain.calls.clear()
+    assert await w._apply_heads()
+    assert drain(chan) == [(2, False), (3, False), (4, False)] and chain.calls == ["eth_getLogs", "eth_getLogs"]
+    assert w.cursor.block == 3 and w.fast_heads == 2
+    w._heads.append(chain._header(3))  # already processed (e.g. by a sync after our own tx): nothing to do
+    chain.calls.clear()
+    assert await w._apply_heads() and chain.calls == [] and drain(chan) == []
+
+
+async def test_a_websocket_header_on_another_parent_falls_back_to_a_full_sync_that_handles_the_reorg():
+    chain = FakeChain()
+    chain.mine(1)
+    chain.mine(2)
+    w = EventWatcher(chain, CONTRACTS, cursor_path=None, start_block=1)
+    chan = w.subscribe()
+    await w.sync_once()
+    drain(chan)
+    chain.reorg(1, [5], [6])  # block 2 replaced; the header of block 3 does not chain onto our block 2
+    w._heads.append(chain._header(3))
+    assert not await w._apply_heads() and drain(chan) == []
+    await w.sync_once()
+    assert drain(chan) == [(2, True), (5, False), (6, False)]
+
+
+async def test_websocket_headers_are_not_used_while_confirmations_hold_blocks_back():
+    chain = FakeChain()
+    chain.mine(1)
+    w = EventWatcher(chain, CONTRACTS, cursor_path=None, start_block=1, confirmations=1)
+    chan = w.subscribe()
+    chain.mine(2)
+    await w.sync_once()
+    assert drain(chan) == [(1, False)]
+    chain.mine()
+    w._heads.append(chain._header(2))
+    assert not await w._apply_heads() and drain(chan) == []  # block 2 is not 1 deep yet by the header alone
