@@ -31,7 +31,8 @@ def bare_job(nursery) -> Job:
     rec = TaskRecord("cp-7-1", "compute", "running", {"task_id": 7, "data_offer_id": 1, "key_ref": "k"})
     owner = SimpleNamespace(ctx=SimpleNamespace(state=state), tc=FakeChain(), mp_peers={}, role=None)
     job = Job(owner, rec, 3)
-    job._bg, job.data, job.rounds, job.task = nursery, ("x", "y"), 5, None
+    job._bg, job.data, job.rounds = nursery, ("x", "y"), 5
+    job.task = SimpleNamespace(manifest=SimpleNamespace(task=SimpleNamespace(privacy="fl")))  # an fl task
     job.worked = []
 
     async def work(t, result_cid):  # stands in for open + train + seal + store
