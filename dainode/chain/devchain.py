@@ -31,6 +31,11 @@ DEPLOYMENT_VERSION = 1
 # SIGKILL of anvil itself loses at most this much; it also writes the file when it stops.
 STATE_INTERVAL_S = 1
 STATE_FILE = "anvil-state.json"
+# `--prune-history N` keeps the newest N block states in memory. A bare `--prune-history` keeps
+# only the head's: a block mined between anvil resolving `latest` and reading its state then
+# fails the read with BlockOutOfRangeError (measured: ~10% of eth_call at latest while mining
+# continuously). A few dozen states cost little memory and close that window.
+PRUNE_KEEP_STATES = 64
 PID_FILE = "anvil.pid"
 
 
@@ -59,8 +64,9 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 class DevChain:
     """One anvil on 127.0.0.1, owned by this object: started by `start`, stopped by PID in `stop`.
 
-    `--prune-history` keeps anvil fast on long runs (plain anvil slows from ~250 to ~90
-    tx/s after 2,400 blocks) at the price of `anvil_reorg`; `--state FILE` keeps the chain
+    `--prune-history 64` keeps anvil fast on long runs (plain anvil slows from ~250 to ~90
+    tx/s after 2,400 blocks) at the price of `anvil_reorg` (64 recent states, not 1: see
+    PRUNE_KEEP_STATES); `--state FILE` keeps the chain
     across restarts of the node (anvil writes it when it stops and every `state_interval_s`).
     The spawned anvil's PID, start time and argv are recorded in `anvil.pid`, so a start
     after a crash stops an anvil its dead node left behind before it touches the state file.
@@ -101,7 +107,7 @@ class DevChain:
     def args(self) -> list[str]:
         args = [str(find_anvil()), "--host", "127.0.0.1", "--port", str(self.port), "--silent"]
         if self.prune_history:
-            args.append("--prune-history")
+            args += ["--prune-history", str(PRUNE_KEEP_STATES)]
         if self.state_file:
             args += ["--state", str(self.state_path)]
             if self.state_interval_s:
