@@ -5,15 +5,41 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import trio
+
 from dainode.chain.consent import MatchConsent, sign_consent, verify_consent
 from dainode.chain.training_task import TaskState, MatchState, TrainingTaskBinding, cid_from_chain, cid_to_chain  # noqa: F401
 from dainode.chain.rpc import to_int
-from dainode.errors import ChainError
+from dainode.errors import ChainError, ChainStateGone, ChainUnavailable
 from dainode.store.cid import CID
 
 log = logging.getLogger("dainode.tasks")
 
 CONTRACT = "TrainingTask"
+# A role waits this long for an unreachable chain (or anvil's pruned-head race) before the step fails:
+# an endpoint restarting (tens of seconds) pauses the task instead of failing a round or a whole task.
+CHAIN_PATIENCE_S = 300.0
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0
+TRANSIENT = (ChainUnavailable, ChainStateGone)
+
+
+async def patiently(what: str, fn, *args: Any, **kw: Any) -> Any:
+    """await fn(*args, **kw), retried with backoff while the chain is transiently unreachable (CHAIN_PATIENCE_S at most).
+
+    Only for idempotent work: reads, and sends journaled in a State step (a retry re-sends the same signed bytes)."""
+    delay, waited, attempt = RETRY_FIRST_S, 0.0, 0
+    while True:
+        try:
+            return await fn(*args, **kw)
+        except TRANSIENT as exc:
+            attempt += 1
+            if waited + delay > CHAIN_PATIENCE_S:
+                log.error("%s: the chain stayed unreachable for %.0f s; giving up: %s", what, waited, exc)
+                raise
+            log.warning("%s: chain unavailable (%s); retry %d in %.1f s", what, exc, attempt, delay)
+            await trio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, RETRY_MAX_S)
 
 
 class TaskChain:
@@ -41,6 +67,11 @@ class TaskChain:
     async def send(self, fn: str, *args: Any, value: int = 0, state=None, step_id: str | None = None) -> dict:
         """TrainingTask.fn(*args); with (state, step_id) the signed tx is journaled under effect `<fn>_tx` before it
         leaves the node, and a resumed step looks it up (re-sending the same bytes) instead of signing again."""
+        if state is not None and step_id is not None:
+            return await patiently(f"{CONTRACT}.{fn}", self._send, fn, *args, value=value, state=state, step_id=step_id)
+        return await self._send(fn, *args, value=value, state=state, step_id=step_id)  # unjournaled: a retry could send twice
+
+    async def _send(self, fn: str, *args: Any, value: int = 0, state=None, step_id: str | None = None) -> dict:
         c = self._c.contracts[CONTRACT]
         key = f"{fn}_tx"
         if state is not None and step_id is not None:
@@ -72,24 +103,24 @@ class TaskChain:
     # --- reads ----------------------------------------------------------------------------
 
     async def task(self, task_id: int) -> TaskState:
-        return await self.binding.task(int(task_id))
+        return await patiently(f"reading task {task_id}", self.binding.task, int(task_id))
 
     async def match(self, task_id: int, match_id: int) -> MatchState:
-        return await self.binding.match(int(task_id), int(match_id))
+        return await patiently(f"reading task {task_id} match {match_id}", self.binding.match, int(task_id), int(match_id))
 
     async def balance_of(self, account: str) -> int:
-        return int(await self.binding.balance_of(account))
+        return int(await patiently("reading a TrainingTask balance", self.binding.balance_of, account))
 
     async def eth_balance(self, account: str) -> int:
-        return await self._c.balance(account)
+        return await patiently("reading an ether balance", self._c.balance, account)
 
     async def block_timestamp(self) -> int:
-        block = await self._c.rpc.call("eth_getBlockByNumber", "latest", False)
+        block = await patiently("reading the head block", self._c.rpc.call, "eth_getBlockByNumber", "latest", False)
         return to_int(block["timestamp"])
 
     async def verified_contract_balance(self) -> int:
         """TrainingTask's ether balance proven with eth_getProof against the latest header (chain_verify_state)."""
-        return await self._c.verified_balance(self.address)
+        return await patiently("proving TrainingTask's balance", self._c.verified_balance, self.address)
 
     async def logs(self, task_id: int, names: list[str] | None = None) -> list:
         """Every TrainingTask event of one task (indexed taskId) from the deployment block, in chain order."""
@@ -98,7 +129,7 @@ class TaskChain:
         want = names or [n for n in topics if n != "Withdrawn"]
         flt = {"fromBlock": hex(int(self._c.deployment.get("block", 0))), "toBlock": "latest", "address": self.address,
                "topics": [[topics[n] for n in want], "0x" + int(task_id).to_bytes(32, "big").hex()]}
-        raw = await self._c.rpc.call("eth_getLogs", flt) or []
+        raw = await patiently(f"reading task {task_id}'s events", self._c.rpc.call, "eth_getLogs", flt) or []
         raw.sort(key=lambda e: (to_int(e["blockNumber"]), to_int(e["logIndex"])))
         return [ev for ev in (c.decode_log(r) for r in raw) if ev is not None and not ev.removed]
 
@@ -115,7 +146,7 @@ class TaskChain:
         verify_consent(consent, bytes(signature), signer, self.chain_id, self.address)
 
     async def offer(self, offer_id: int):
-        return await self.port.offer(int(offer_id))
+        return await patiently(f"reading offer {offer_id}", self.port.offer, int(offer_id))
 
 
 def chain_cid(cid: CID | str) -> tuple[bytes, int]:
