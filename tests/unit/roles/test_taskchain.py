@@ -28,7 +28,7 @@ async def test_a_30_s_outage_is_waited_out(autojump_clock, caplog):
     fn, calls = flaky(9, ChainUnavailable("endpoint http://x is unreachable"))
     t0 = trio.current_time()
     with caplog.at_level(logging.WARNING, "dainode.tasks"):
-        assert await patiently("reading task 3", fn, 3) == "ok"
+        assert await patiently("reading task 3", lambda: fn(3)) == "ok"
     assert len(calls) == 10 and trio.current_time() - t0 >= 30  # 0.5+1+2+4+5*5 s of backoff
     assert "reading task 3: chain unavailable" in caplog.text and "retry 9" in caplog.text
 
@@ -57,6 +57,7 @@ async def test_answers_of_the_chain_are_not_retried(exc):
 
 async def test_only_journaled_sends_are_retried(autojump_clock):
     tc = TaskChain.__new__(TaskChain)  # only send() is exercised; the real constructor needs a chain
+    tc.patience_s = None
     fn, calls = flaky(2, ChainUnavailable("down"))
     tc._send = fn
     assert await tc.send("submitUpdate", 1, 2, state=object(), step_id="update-1-2-0") == "ok" and len(calls) == 3
@@ -64,4 +65,11 @@ async def test_only_journaled_sends_are_retried(autojump_clock):
     tc._send = fn
     with pytest.raises(ChainUnavailable):  # not journaled: it may have been sent, so a retry could send it twice
         await tc.send("withdraw")
+    assert len(calls) == 1
+
+
+async def test_no_patience_fails_at_once():
+    fn, calls = flaky(1, ChainUnavailable("down"))
+    with pytest.raises(ChainUnavailable):
+        await patiently("task_status", fn, 0)
     assert len(calls) == 1
