@@ -157,3 +157,34 @@ def test_corrupt_state_file_is_refused_and_a_missing_one_is_logged_before_redepl
         assert len(eth(info2["endpoint"], "eth_getCode", address, "latest")) > 2
     assert info2["head"] <= info["head"] + 1  # a new chain, not the old one
     assert fresh.stop() == 0
+
+
+
+def test_a_task_opened_before_a_sigkill_is_found_after_the_restart(daemon_factory, tmp_path):
+    """The model provider's own dev chain keeps its task: the same id, on chain and in task_list, after a SIGKILL."""
+    from tests.integration.test_task_verify_e2e import MANIFEST
+
+    node = daemon_factory("tasks", chain="dev", roles=["model", "compute"]).start(timeout=120)
+    offer_id = offer_compute(node)
+    manifest = tmp_path / "task.toml"
+    manifest.write_text(MANIFEST)
+    out = run_cli("task", "create", str(manifest), "--json", "--data-dir", str(node.data_dir), timeout=300)
+    assert out.returncode == 0, out.stderr + node.log_tail()
+    task_id = int(json.loads(out.stdout)["task_id"])
+    info = node.rpc("chain_info")
+    anvil = psutil.Process(info["anvil_pid"])
+    time.sleep(3)  # > the 1 s state interval
+    node.kill()  # anvil gets SIGTERM from PR_SET_PDEATHSIG and writes its exit dump
+    assert wait_gone(anvil, 20), "anvil outlived its SIGKILLed node"
+
+    offset = node.log_path.stat().st_size
+    again = daemon_factory("tasks", chain="dev", roles=["model", "compute"]).start(timeout=120)
+    info2 = again.rpc("chain_info")
+    assert info2["contracts"] == info["contracts"] and "deployed Registry" not in log_since(again, offset)
+    tasks = {t["task_id"]: t for t in again.rpc("task_list")}
+    assert task_id in tasks and tasks[task_id]["phase"] in ("matching", "abandoned"), tasks  # "none" on a new chain
+    opened = eth(info2["endpoint"], "eth_getLogs", {"fromBlock": "0x0", "toBlock": "latest",
+                                                    "address": info2["contracts"]["TrainingTask"]})
+    assert task_id in {int(lg["topics"][1], 16) for lg in opened if len(lg["topics"]) > 1}
+    assert listed(again)[offer_id]["active"] is True
+    assert again.stop() == 0
