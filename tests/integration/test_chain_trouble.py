@@ -182,7 +182,8 @@ def test_a_task_runs_across_a_30_s_chain_outage_mid_round(daemon_factory, tmp_pa
         status = wait_for("the task ends", final, 420)
         assert status["phase"] == "final" and not status.get("failures"), status
         outage_logs = {n.name: n.log_path.read_bytes()[offsets[n.name]:].decode(errors="replace") for n in nodes}
-        assert any("chain unavailable" in text for text in outage_logs.values()), "no role waited for the chain"
+        # the outage was seen (the event watchers back off; roles in a chain call wait: "chain unavailable") and survived
+        assert any("ChainUnavailable" in text or "chain unavailable" in text for text in outage_logs.values()), outage_logs
 
         published = [int(lg["topics"][2], 16) for lg in task_logs(anvil, tt, PUBLISHED_TOPIC, task_id)]
         submitted = sorted((int(lg["topics"][2], 16), lg["topics"][3]) for lg in task_logs(anvil, tt, SUBMITTED_TOPIC, task_id))
