@@ -155,6 +155,19 @@ class ChainRpcError(ChainError):
         self.data = data
 
 
+class ChainStateGone(ChainRpcError):
+    """The endpoint resolved `latest` to block `requested`, then no longer held its state (a new head `height` pruned it).
+
+    anvil `--prune-history` without a state count keeps only the newest state, so a block mined
+    between resolving the tag and reading the state fails the read (BlockOutOfRangeError with
+    requested < height). Transient: RpcClient retries such a read at the new head."""
+
+    def __init__(self, method: str, code: int, message: str, data: object | None = None, *, height: int, requested: int):
+        super().__init__(method, code, message, data)
+        self.height = height
+        self.requested = requested
+
+
 class TransactionReverted(ChainError):
     """A transaction or call reverted; `error_name` is the decoded custom error if known."""
 

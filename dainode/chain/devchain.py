@@ -16,6 +16,7 @@ import trio
 from eth_utils import is_address, keccak, to_checksum_address
 
 from dainode.chain.contracts import CONTRACT_NAMES, ContractSet, default_build_dir
+from dainode.chain.pidrecord import remove_pid_record, stop_left_behind, write_pid_record
 from dainode.chain.rpc import RpcClient, to_int
 from dainode.chain.tx import TxManager
 from dainode.errors import ChainError, ChainUnavailable, ConfigError
@@ -26,6 +27,16 @@ log = logging.getLogger("dainode.chain")
 ANVIL_REL = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 DEV_FUNDING_WEI = 10_000 * 10**18
 DEPLOYMENT_VERSION = 1
+# anvil rewrites its --state file this often (whole seconds; anvil takes no fractions), so a
+# SIGKILL of anvil itself loses at most this much; it also writes the file when it stops.
+STATE_INTERVAL_S = 1
+STATE_FILE = "anvil-state.json"
+# `--prune-history N` keeps the newest N block states in memory. A bare `--prune-history` keeps
+# only the head's: a block mined between anvil resolving `latest` and reading its state then
+# fails the read with BlockOutOfRangeError (measured: ~10% of eth_call at latest while mining
+# continuously). A few dozen states cost little memory and close that window.
+PRUNE_KEEP_STATES = 64
+PID_FILE = "anvil.pid"
 
 
 def find_anvil() -> Path:
@@ -53,9 +64,12 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 class DevChain:
     """One anvil on 127.0.0.1, owned by this object: started by `start`, stopped by PID in `stop`.
 
-    `--prune-history` keeps anvil fast on long runs (plain anvil slows from ~250 to ~90
-    tx/s after 2,400 blocks) at the price of `anvil_reorg`; `--state FILE` keeps the chain
-    across restarts of the node (anvil writes it when it stops).
+    `--prune-history 64` keeps anvil fast on long runs (plain anvil slows from ~250 to ~90
+    tx/s after 2,400 blocks) at the price of `anvil_reorg` (64 recent states, not 1: see
+    PRUNE_KEEP_STATES); `--state FILE` keeps the chain
+    across restarts of the node (anvil writes it when it stops and every `state_interval_s`).
+    The spawned anvil's PID, start time and argv are recorded in `anvil.pid`, so a start
+    after a crash stops an anvil its dead node left behind before it touches the state file.
     """
 
     def __init__(
@@ -66,6 +80,7 @@ class DevChain:
         prune_history: bool = True,
         state_file: bool = True,
         block_time: float | None = None,
+        state_interval_s: int = STATE_INTERVAL_S,
         extra_args: list[str] | None = None,
     ):
         self.dir = ensure_private_dir(Path(data_dir))
@@ -73,6 +88,10 @@ class DevChain:
         self.prune_history = prune_history
         self.state_file = state_file
         self.block_time = block_time
+        self.state_interval_s = state_interval_s
+        self.state_path = self.dir / STATE_FILE
+        self.pid_path = self.dir / PID_FILE
+        self.state_loaded = False  # True when this start continued a chain from the state file
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen | None = None
         self.log_path = self.dir / "anvil.log"
@@ -88,9 +107,11 @@ class DevChain:
     def args(self) -> list[str]:
         args = [str(find_anvil()), "--host", "127.0.0.1", "--port", str(self.port), "--silent"]
         if self.prune_history:
-            args.append("--prune-history")
+            args += ["--prune-history", str(PRUNE_KEEP_STATES)]
         if self.state_file:
-            args += ["--state", str(self.dir / "anvil-state.json")]
+            args += ["--state", str(self.state_path)]
+            if self.state_interval_s:
+                args += ["--state-interval", str(int(self.state_interval_s))]
         if self.block_time:
             args += ["--block-time", str(self.block_time)]
         return args + self.extra_args
@@ -98,6 +119,9 @@ class DevChain:
     async def start(self, timeout: float = 30.0) -> str:
         if self.proc is not None:
             raise ChainError("this dev chain is already running")
+        if self.state_file:
+            await trio.to_thread.run_sync(stop_left_behind, self.pid_path)
+            self.state_loaded = await trio.to_thread.run_sync(check_state_file, self.state_path)
         if self.port is None:
             self.port = free_port()
         # Popen in *this* thread, not trio.lowlevel.open_process: that forks from a worker
@@ -111,6 +135,7 @@ class DevChain:
             except OSError as exc:
                 raise ChainError(f"cannot start anvil: {exc}") from None
         try:
+            write_pid_record(self.pid_path, self.proc.pid, self.proc.args)
             await self._wait_ready(timeout)
         except BaseException:
             await self.stop()
@@ -165,6 +190,7 @@ class DevChain:
                     log.warning("anvil pid %d ignored SIGTERM for %.0f s; killing it", proc.pid, timeout)
                     proc.kill()
                     await trio.to_thread.run_sync(proc.wait)
+            remove_pid_record(self.pid_path)
         log.info("dev chain: anvil pid %d stopped (status %s)", proc.pid, proc.returncode)
         return proc.returncode
 
@@ -174,6 +200,31 @@ class DevChain:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def check_state_file(path: Path) -> bool:
+    """True when `path` holds a chain to continue, False when there is none; a corrupt one is refused.
+
+    anvil rewrites the file in place, so a SIGKILL of anvil in the middle of a dump can leave
+    it truncated; anvil would then refuse to start with a parse error. Refusing here says
+    what to do instead of silently starting a new, empty chain under the old records."""
+    try:
+        with open(path, "rb") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError) as exc:
+        raise ChainError(
+            f"the dev chain's state file {path} is corrupt ({exc}); the node will not start a new chain over it. "
+            f"Move it aside (mv {path} {path}.corrupt) to start a fresh dev chain (contracts are deployed again; "
+            "offers and tasks on the old chain are gone), or restore it from a backup"
+        ) from None
+    if not isinstance(doc, dict) or "accounts" not in doc:
+        raise ChainError(
+            f"the dev chain's state file {path} is not an anvil state dump (no \"accounts\"); "
+            f"move it aside (mv {path} {path}.corrupt) to start a fresh dev chain"
+        )
+    return True
 
 
 # --- deployment ------------------------------------------------------------------------------

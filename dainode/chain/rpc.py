@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,10 +13,33 @@ from typing import Any
 import httpx
 import trio
 
-from dainode.errors import ChainError, ChainRpcError, ChainUnavailable, NestingTooDeep
+from dainode.errors import ChainError, ChainRpcError, ChainStateGone, ChainUnavailable, NestingTooDeep
 from dainode.limits import MAX_JSON_DEPTH, check_json_depth
 
 log = logging.getLogger("dainode.chain")
+
+# anvil's answer when the state of the block it resolved was pruned under the call (see ChainStateGone)
+_OUT_OF_RANGE = re.compile(r"BlockOutOfRangeError: block height is (\d+) but requested was (\d+)")
+# methods whose omitted block parameter means `latest`
+_LATEST_BY_DEFAULT = frozenset({"eth_call", "eth_estimateGas", "eth_createAccessList"})
+STATE_GONE_RETRIES = 5
+STATE_GONE_BACKOFF_S = 0.02
+
+
+def rpc_error(method: str, err: dict) -> ChainRpcError:
+    """An endpoint's error object -> ChainRpcError, or its ChainStateGone subtype for anvil's pruned-head race."""
+    code, message, data = int(err.get("code", -1)), str(err.get("message", "")), err.get("data")
+    m = _OUT_OF_RANGE.search(message)
+    if m and int(m.group(2)) < int(m.group(1)):
+        return ChainStateGone(method, code, message, data, height=int(m.group(1)), requested=int(m.group(2)))
+    return ChainRpcError(method, code, message, data)
+
+
+def reads_latest(method: str, params: list[Any]) -> bool:
+    """True when the call reads the state at the head (`latest`/`pending`, or no block given), so a retry reads the new head."""
+    if params and params[-1] in ("latest", "pending"):
+        return True
+    return method in _LATEST_BY_DEFAULT and len(params) == 1
 
 
 def to_int(value: Any) -> int:
@@ -74,17 +98,6 @@ class CallStats:
     failures: int = 0
     seconds: float = 0.0
     by_method: dict[str, int] = field(default_factory=dict)
-
-
-#: anvil sometimes answers a read at `latest` that races a block being mined with "BlockOutOfRangeError: block
-#: height is N but requested was N-1" (foundry-rs/foundry#10709, #4843); asked again, it answers.
-LATEST_RACE_RETRIES = 3
-
-
-def _latest_race(method: str, params: tuple, exc: ChainRpcError) -> bool:
-    if "blockoutofrangeerror" not in exc.rpc_message.lower():
-        return False
-    return method == "eth_estimateGas" or "latest" in params or "pending" in params
 
 
 class RpcClient:
@@ -162,29 +175,51 @@ class RpcClient:
             err = reply["error"]
             if not isinstance(err, dict):
                 raise ChainRpcError(method, -1, str(err))
-            raise ChainRpcError(method, int(err.get("code", -1)), str(err.get("message", "")), err.get("data"))
+            raise rpc_error(method, err)
         if "result" not in reply:
             raise ChainError(f"{method}: JSON-RPC reply without result or error")
         return reply["result"]
 
     async def call(self, method: str, *params: Any) -> Any:
-        for attempt in range(LATEST_RACE_RETRIES + 1):
+        for attempt in range(STATE_GONE_RETRIES + 1):
             self.stats.calls += 1
             self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
             reply = await self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}, method)
             try:
                 return self._check(method, reply)
-            except ChainRpcError as exc:
-                if attempt == LATEST_RACE_RETRIES or not _latest_race(method, params, exc):
-                    raise
-                await trio.sleep(0.005 * (attempt + 1))
-        raise AssertionError("unreachable")
+            except ChainStateGone as exc:
+                await self._state_gone(exc, attempt, reads_latest(method, list(params)))
+        raise AssertionError("unreachable")  # pragma: no cover - _state_gone raises on the last attempt
+
+    async def _state_gone(self, exc: ChainStateGone, attempt: int, at_head: bool) -> None:
+        """Retry (return) a head read whose state a new block pruned under it; raise when not a head read or out of retries."""
+        if not at_head:
+            raise exc  # an explicit old block: retrying cannot bring its state back
+        if attempt >= STATE_GONE_RETRIES:
+            raise ChainStateGone(
+                exc.method, exc.code,
+                f"{exc.rpc_message}; still so after {STATE_GONE_RETRIES} retries at the new head: the endpoint keeps too few "
+                "states (run anvil with `--prune-history 64`, not a bare `--prune-history`)",
+                exc.data, height=exc.height, requested=exc.requested,
+            ) from exc
+        self.stats.retries += 1
+        log.info("%s: %s dropped block %d's state under a read at latest (head now %d); retry %d",
+                 exc.method, self.url, exc.requested, exc.height, attempt + 1)
+        await trio.sleep(STATE_GONE_BACKOFF_S * 2**attempt)
 
     async def batch(self, calls: list[tuple[str, list[Any]]], *, raise_errors: bool = True) -> list[Any]:
         """Several calls in one HTTP request; results in call order. With raise_errors=False an
         error entry is returned as its ChainRpcError instead of raising."""
         if not calls:
             return []
+        for attempt in range(STATE_GONE_RETRIES + 1):
+            try:
+                return await self._batch_once(calls, raise_errors)
+            except ChainStateGone as exc:  # raised by _batch_once for head reads only
+                await self._state_gone(exc, attempt, True)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _batch_once(self, calls: list[tuple[str, list[Any]]], raise_errors: bool) -> list[Any]:
         self.stats.batches += 1
         ids = [next(self._ids) for _ in calls]
         payload = [{"jsonrpc": "2.0", "id": i, "method": m, "params": list(p)} for i, (m, p) in zip(ids, calls)]
@@ -195,12 +230,14 @@ class RpcClient:
             raise ChainError(f"endpoint {self.url} does not support JSON-RPC batches")
         by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
         out: list[Any] = []
-        for i, (method, _) in zip(ids, calls):
+        for i, (method, params) in zip(ids, calls):
             if i not in by_id:
                 raise ChainError(f"batch reply from {self.url} lacks the answer to {method}")
             try:
                 out.append(self._check(method, by_id[i]))
             except ChainRpcError as exc:
+                if isinstance(exc, ChainStateGone) and reads_latest(method, params):
+                    raise  # the whole batch is asked again at the new head (see batch)
                 if raise_errors:
                     raise
                 out.append(exc)

@@ -134,7 +134,16 @@ class ChainService(Service):
             if stale:
                 # Recompiled contracts: on a dev chain, deploy them afresh rather than talk to old code.
                 self.log.info("contracts %s changed since they were deployed; deploying again", ", ".join(stale))
-            if deployment is None or stale or not await deployment_is_live(self.rpc, deployment, self.chain_id):
+            if deployment is not None and not stale and not self.dev.state_loaded:
+                self.log.warning(
+                    "dev chain state file %s is missing: anvil started a new, empty chain; deploying the contracts again "
+                    "(%s no longer matches a chain; offers and tasks of the old chain are gone)", self.dev.state_path, path,
+                )
+                deployment = None
+            if deployment is not None and not stale and not await deployment_is_live(self.rpc, deployment, self.chain_id):
+                self.log.warning("deployment %s has no code on the dev chain (chain id %d); deploying the contracts again", path, self.chain_id)
+                deployment = None
+            if deployment is None or stale:
                 deployment = await deploy_contracts(self.tx, contracts, load_deploy_spec(self.build_dir))
                 write_deployment(path, deployment)
         else:

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from dainode.canonical import canonical_json
-from dainode.errors import ChainError, DainodeError, TransactionReverted
+from dainode.errors import ChainError, ChainUnavailable, DainodeError, TransactionReverted
 from dainode.p2p.topics import OFFERS
 from dainode.state import OfferRecord
 
@@ -81,6 +81,14 @@ class OfferPublisher:
         except TransactionReverted as exc:
             # The chain refused it (nothing landed): record that, so a restart does not retry it forever.
             state.fail_step(sid, str(exc))
+            raise
+        except ChainUnavailable as exc:
+            # The endpoint went away before a transaction was signed: nothing can land, and the
+            # caller is told it failed (and will likely ask again). Left unfinished, the next start
+            # would register it anyway: a second offer nobody asked for. Once signed, the step
+            # stays open: its transaction may land, and the next start looks it up by hash.
+            if not state.get_step(sid).effect.get("tx_hash"):
+                state.fail_step(sid, f"the chain was unavailable before registerOffer was sent: {exc}")
             raise
 
     async def resume(self, sid: str) -> dict:

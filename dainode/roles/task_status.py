@@ -33,7 +33,7 @@ class TaskQueries(Service):
             from dainode.roles.taskchain import TaskChain
 
             try:
-                self.tc = TaskChain(self.ctx.chain)
+                self.tc = TaskChain(self.ctx.chain, patience_s=0)  # a user waits on these: fail fast
             except DainodeError as exc:
                 log.info("task queries unavailable: %s", exc)
         task_status.started()

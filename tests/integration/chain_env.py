@@ -14,7 +14,7 @@ import trio
 from eth_account import Account
 
 from dainode.chain.contracts import ContractSet, load_contracts
-from dainode.chain.devchain import deploy_contracts, find_anvil, free_port, load_deploy_spec
+from dainode.chain.devchain import PRUNE_KEEP_STATES, deploy_contracts, find_anvil, free_port, load_deploy_spec
 from dainode.chain.nonce import NonceManager
 from dainode.chain.rpc import RpcClient
 from dainode.chain.signer import Signer
@@ -43,7 +43,7 @@ class AnvilProcess:
     def start(self) -> "AnvilProcess":
         args = [str(find_anvil()), "--host", "127.0.0.1", "--port", str(self.port), "--silent"]
         if self.prune_history:
-            args.append("--prune-history")
+            args += ["--prune-history", str(PRUNE_KEEP_STATES)]  # as the dev chain: a bare flag races reads at latest
         if self.state_file is not None:
             args += ["--state", str(self.state_file)]
         args += self.extra_args

@@ -176,3 +176,37 @@ async def test_publishing_resumes_after_a_crash_without_registering_twice(point)
     assert [o.offer_id for o in c.state.list_own_offers()] == [42]
     again = await pub.publish("data", doc())  # the same request again: the finished step's result
     assert again["offer_id"] == 42 and chain.registered == 1 and len(gossip.sent) == 1
+
+
+class DownBeforeSigning(FakeChainPort):
+    async def register_offer(self, kind, cid, price, *, on_signed=None):
+        from dainode.errors import ChainUnavailable
+
+        raise ChainUnavailable("Ethereum endpoint http://127.0.0.1:1 is unreachable")
+
+
+class DownAfterSigning(FakeChainPort):
+    async def register_offer(self, kind, cid, price, *, on_signed=None):
+        from dainode.errors import ChainUnavailable
+
+        on_signed("0x" + "77" * 32, 0, b"raw")
+        raise ChainUnavailable("Ethereum endpoint http://127.0.0.1:1 is unreachable")
+
+
+async def test_an_offer_refused_by_an_outage_before_signing_is_not_resumed_at_the_next_start():
+    from dainode.errors import ChainUnavailable
+
+    c = ctx(chain=DownBeforeSigning(), content=FakeContent(), gossip=FakeGossip())
+    with pytest.raises(ChainUnavailable):
+        await OfferPublisher(c).publish("data", doc())
+    assert c.state.list_steps(unfinished=True) == []  # the caller was told it failed; nothing to resume
+
+
+async def test_an_offer_whose_transaction_was_signed_stays_open_through_an_outage():
+    from dainode.errors import ChainUnavailable
+
+    c = ctx(chain=DownAfterSigning(), content=FakeContent(), gossip=FakeGossip())
+    with pytest.raises(ChainUnavailable):
+        await OfferPublisher(c).publish("data", doc())
+    [step] = c.state.list_steps(unfinished=True)  # its transaction may land: the next start looks it up
+    assert step.effect["tx_hash"] == "0x" + "77" * 32
