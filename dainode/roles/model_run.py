@@ -13,6 +13,7 @@ import trio
 from dainode.chain.consent import MatchConsent
 from dainode.errors import DainodeError, DocumentRejected, TaskError, TransactionReverted
 from dainode.roles import negotiate as neg
+from dainode.roles.model_resume import match_doc
 from dainode.roles.taskdocs import (GOSSIP_DONE, GOSSIP_ROUND, TASKS_TOPIC, auto_withdraw, fetch, fetch_json, put_json,
                                     rejection_document)
 from dainode.state import MatchRecord, RoundRecord, TaskRecord
@@ -35,6 +36,9 @@ TASK_EVENTS = ["UpdateSubmitted", "UpdateRejected", "DataProvided"]
 class TaskRun:
     """Everything the model provider keeps in memory for one task; the durable parts go to State as they happen."""
 
+    resume = None  # after a restart: model_resume.restore (matches, closed rounds and phase from state + chain)
+    resume_params = None  # the latest posted global model when rounds were restored
+
     def __init__(self, role, task_id: int, manifest: Manifest, key: TaskKey, test: tuple, test_bytes: bytes,
                  salt: bytes, test_cid: str, settings: dict):
         self.role, self.ctx, self.tc = role, role.ctx, role.tc
@@ -56,6 +60,7 @@ class TaskRun:
         self.report_dir: str | None = None
         self.split = None
         self.done = trio.Event()
+        self.intake_consumer = f"task-mp-{self.task_id}"
 
     # --- bookkeeping ------------------------------------------------------------------------
 
@@ -84,12 +89,16 @@ class TaskRun:
         try:
             async with trio.open_nursery() as nursery:
                 self._bg = nursery  # best-effort pushes live here, off the rounds' critical path
+                if self.resume is not None:
+                    await self.resume(self)
                 await nursery.start(self._intake)
-                await self.match()
+                if self.phase == "matching":
+                    await self.match()
                 if self.phase == "abandoned":
                     nursery.cancel_scope.cancel()
                     return
-                await self.rounds()
+                if self.phase == "training":
+                    await self.rounds()
                 await self.rewards()
                 nursery.cancel_scope.cancel()
         except* DainodeError as group:  # the nursery wraps errors in an ExceptionGroup (trio's strict groups)
@@ -190,7 +199,10 @@ class TaskRun:
 
                 receipt = await self.step_tx(f"match-{offer.offer_id}", "recordMatch", consent_to_abi(consent),
                                              neg.need(rep, "data_signature", bytes),
-                                             neg.need(rep, "compute_signature", bytes), intent={"data_offer_id": offer.offer_id})
+                                             neg.need(rep, "compute_signature", bytes),
+                                             intent={"data_offer_id": offer.offer_id, "cp_key_cid": cp_key_cid,
+                                                     "compute_peer_id": str(rep.get("compute_peer_id") or ""),
+                                                     "rows": int((offer.doc.get("dataset") or {}).get("rows") or 0) or None})
                 ev = self.tc.event(receipt, "MatchRecorded")
                 mid = int(ev.args["matchId"])
                 m = {"match_id": mid, "data_provider": ev.args["dataProvider"], "compute_provider": ev.args["computeProvider"],
@@ -199,8 +211,7 @@ class TaskRun:
                      "compute_peer_id": str(rep.get("compute_peer_id") or ""),
                      "rows": int((offer.doc.get("dataset") or {}).get("rows") or 0) or None}
                 self.matches[mid] = m
-                self.ctx.state.put_match(MatchRecord(str(self.task_id), m["data_provider"], "matched",
-                                                     {k: (str(v) if k.endswith("_wei") else v) for k, v in m.items()}))
+                self.ctx.state.put_match(MatchRecord(str(self.task_id), m["data_provider"], "matched", match_doc(m)))
                 log.info("task %d: match %d recorded (data offer %d by %s, compute offer %d by %s)", self.task_id, mid,
                          offer.offer_id, m["data_provider"], cp_offer, m["compute_provider"])
         except (neg.Refused, DainodeError) as exc:
@@ -209,7 +220,7 @@ class TaskRun:
     # --- rounds (§4.4 (a)-(c)) ------------------------------------------------------------------
 
     async def _intake(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with self.tc.subscribe(f"task-mp-{self.task_id}", TASK_EVENTS, self.task_id) as sub:
+        async with self.tc.subscribe(self.intake_consumer, TASK_EVENTS, self.task_id) as sub:
             task_status.started()
             async with trio.open_nursery() as n:
                 async for ev in sub:
@@ -218,6 +229,8 @@ class TaskRun:
 
     async def _take_update(self, ev) -> None:
         rnd, mid, cid = int(ev.args["round"]), int(ev.args["matchId"]), None
+        if rnd < len(self.results):
+            return  # a closed round's (a resumed run's backfill)
         slot = self.updates.setdefault(rnd, {})
         if mid in slot:
             return  # at-least-once delivery: seen
@@ -248,7 +261,7 @@ class TaskRun:
     async def rounds(self) -> None:
         from dainode.tasks.rounds import initial_params
 
-        params = initial_params(self.manifest)
+        params = self.resume_params if self.results else initial_params(self.manifest)
         for t in range(len(self.results), self.manifest.task.rounds):
             params = await self.round(t, params)
         self.final_params = params
@@ -355,15 +368,23 @@ class TaskRun:
         from dainode.roles.taskchain import chain_cid
         from dainode.tasks.split import make_split
 
+        from dainode.chain.training_task import Phase
+        from dainode.tasks.split import SplitReport
+
         self.phase = "split"
-        ts = await self.tc.task(self.task_id)
-        ids = sorted(self.matches)
-        split = await trio.to_thread.run_sync(
-            lambda: make_split(self.manifest, self.ref, int(ts.bonus), self.outcomes, ids, self.test))
-        split = self.role.adjust_split(split)  # identity; a test may patch it to post another split
+        step = self.ctx.state.get_step(self.sid("split"))
+        if step is not None and step.intent.get("report_cid"):  # a restart after the split was made: that split
+            split = SplitReport.from_bytes(await fetch(self.ctx, step.intent["report_cid"]))
+        else:
+            ts = await self.tc.task(self.task_id)
+            ids = sorted(self.matches)
+            split = await trio.to_thread.run_sync(
+                lambda: make_split(self.manifest, self.ref, int(ts.bonus), self.outcomes, ids, self.test))
+            split = self.role.adjust_split(split)  # identity; a test may patch it to post another split
         self.split = split
         report_cid = await self.ctx.content.put_bytes(split.to_bytes())
-        await self.step_tx("split", "postSplit", self.task_id, split.bonuses_list(), *chain_cid(report_cid))
+        await self.step_tx("split", "postSplit", self.task_id, split.bonuses_list(), *chain_cid(report_cid),
+                           intent={"report_cid": str(report_cid)})
         self.phase = "split_posted"
         self.save(report_cid=str(report_cid))
         key_cid = await put_json(self.ctx, self.key.reveal_document())
@@ -376,7 +397,7 @@ class TaskRun:
         end = ts.revealed_at + ts.challenge_window
         log.info("task %d: split posted, key and test set revealed; finalizing after the challenge window (%d s)",
                  self.task_id, ts.challenge_window)
-        while True:
+        while ts.phase != Phase.FINAL:
             wait = end + 1 - time.time()
             if wait > 0:
                 await trio.sleep(wait)
