@@ -365,11 +365,9 @@ class TaskRun:
     # --- rewards (§4.5) ---------------------------------------------------------------------
 
     async def rewards(self) -> None:
-        from dainode.roles.taskchain import chain_cid
-        from dainode.tasks.split import make_split
-
         from dainode.chain.training_task import Phase
-        from dainode.tasks.split import SplitReport
+        from dainode.roles.taskchain import chain_cid
+        from dainode.tasks.split import SplitReport, make_split
 
         self.phase = "split"
         step = self.ctx.state.get_step(self.sid("split"))
