@@ -250,7 +250,8 @@ async def restore(run) -> None:
         return
     run.quorum = int(ts.quorum)
     for m in run.matches.values():
-        m["cp_key"] = TaskPublicKey.from_document(await fetch_json(ctx, m["cp_key_cid"]))
+        # (right after a restart the compute providers are still reconnecting: a longer wait than a round's fetch)
+        m["cp_key"] = TaskPublicKey.from_document(await fetch_json(ctx, m["cp_key_cid"], timeout=60))
     if ts.phase == Phase.TRAINING and await settle_journaled(run, f"round-{ts.round}"):
         ts = await tc.task(tid)
     cids = await published(run)

@@ -11,7 +11,7 @@ import numpy as np
 import trio
 
 from dainode.chain.consent import MatchConsent
-from dainode.errors import DainodeError, DocumentRejected, TaskError, TransactionReverted
+from dainode.errors import DainodeError, DocumentRejected, P2PError, TaskError, TransactionReverted
 from dainode.roles import negotiate as neg
 from dainode.roles.model_resume import match_doc
 from dainode.roles.taskdocs import (GOSSIP_DONE, GOSSIP_ROUND, TASKS_TOPIC, auto_withdraw, fetch, fetch_json, put_json,
@@ -28,6 +28,8 @@ log = logging.getLogger("dainode.tasks")
 GRACE_S = 0.2  # after the quorum is in, how long to wait for the rest before aggregating
 MATCHING_WAIT_S = 60.0  # longest time matching may take after the open
 MATCHING_IDLE_S = 5.0  # matching ends when no untried fitting offer appeared for this long
+RETRY_UNREACHABLE_S = 1.0  # an offer whose node could not be reached is asked again after this (within the wait)
+MAX_RETRIES = 10
 CONSENT_TTL_S = 600
 PARALLEL_ASKS = 4
 TASK_EVENTS = ["UpdateSubmitted", "UpdateRejected", "DataProvided"]
@@ -133,10 +135,18 @@ class TaskRun:
         want = self.manifest.task.providers
         start = trio.current_time()
         tried: set[int] = set()
+        self.unreachable: set[int] = set()  # asked but not reached (e.g. right after a restart): asked again
+        retries: dict[int, int] = {}
         idle_since = trio.current_time()
         lock = trio.Lock()
         while len(self.matches) < want and trio.current_time() - start < self.matching_wait_s:
             cands = self.candidates(tried)[: min(PARALLEL_ASKS, want - len(self.matches))]
+            if not cands and self.unreachable and trio.current_time() - idle_since > RETRY_UNREACHABLE_S:
+                for oid in self.unreachable:
+                    retries[oid] = retries.get(oid, 0) + 1
+                tried -= {oid for oid in self.unreachable if retries[oid] <= MAX_RETRIES}
+                self.unreachable.clear()
+                continue
             if not cands:
                 if trio.current_time() - idle_since > MATCHING_IDLE_S and self.matches:
                     break
@@ -215,6 +225,8 @@ class TaskRun:
                 log.info("task %d: match %d recorded (data offer %d by %s, compute offer %d by %s)", self.task_id, mid,
                          offer.offer_id, m["data_provider"], cp_offer, m["compute_provider"])
         except (neg.Refused, DainodeError) as exc:
+            if isinstance(exc, P2PError):
+                self.unreachable.add(offer.offer_id)
             log.info("task %d: data offer %d not matched: %s", self.task_id, offer.offer_id, exc)
 
     # --- rounds (§4.4 (a)-(c)) ------------------------------------------------------------------
