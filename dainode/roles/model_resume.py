@@ -243,6 +243,7 @@ async def restore(run) -> None:
     ts = await tc.task(tid)
     if ts.phase == Phase.MATCHING:
         run.phase = "matching"
+        log.info("task %d resumed after a restart: %d match(es), phase matching", tid, len(run.matches))
         return
     if ts.phase == Phase.ABANDONED:
         run.phase = "abandoned"
