@@ -128,7 +128,8 @@ class Job:
                 self._bg = bg  # best-effort pushes, off the critical path
                 await self._run()
                 bg.cancel_scope.cancel()
-        except DainodeError as exc:
+        except* DainodeError as group:  # inside the nursery the error comes in an ExceptionGroup (trio's strict groups)
+            exc = group.exceptions[0]
             log.error("task %d match %d: compute job stopped: %s", self.task_id, self.match_id, exc)
             self._save("failed", error=str(exc))
 
