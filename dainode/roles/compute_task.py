@@ -147,6 +147,11 @@ class Job:
         self.key = vault_of(self.ctx).load(self.rec.doc["key_ref"])
         self._save("running")
         self.rounds = self.task.manifest.task.rounds
+        from dainode.chain.training_task import Phase
+
+        ts = await self.tc.task(self.task_id)
+        if ts.phase == Phase.TRAINING:  # a restart mid-task: the closed rounds are over, the open one is next
+            self.next_round = int(ts.round)
         async with self.tc.subscribe(f"task-cp-{self.task_id}-{self.match_id}-{int(time.time() * 1000)}", JOB_EVENTS,
                                      self.task_id) as sub:
             async for ev in sub:
@@ -168,7 +173,8 @@ class Job:
                     return
                 while (self.data is not None and self.started and self.next_round < self.rounds
                        and (self.next_round == 0 or self.next_round - 1 in self.published)):
-                    await self._round(self.next_round)
+                    if self.next_round not in self.published:  # closed while this node was down: too late
+                        await self._round(self.next_round)
                     self.next_round += 1
 
     async def _push(self, peer: str, t: int, cid: str, sealed: bytes | None) -> None:

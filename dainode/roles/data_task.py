@@ -60,8 +60,9 @@ class DataTasks:
         if price < max(own.price_wei, MIN_DATA_PRICE_WEI):
             raise neg.Refused("price", f"offered {price} wei, the offer asks {own.price_wei}")
         rec = self.ctx.state.get_task(record_id(task_id, offer_id))
-        if rec is not None:
+        if rec is not None and (rec.status != "consented" or await self.recorded(task_id, offer_id)):
             raise neg.Refused("busy", f"data offer {offer_id} already consented to task {task_id}")
+        # (a consent the chain never recorded, e.g. the model provider crashed before recordMatch: consent again)
         task = await opened_task(self.ctx, tc, task_id)
         if task.manifest_cid != neg.need(msg, "manifest_cid", str):
             raise neg.Refused("wrong_task", f"task {task_id} was opened with manifest {task.manifest_cid}")
@@ -93,6 +94,10 @@ class DataTasks:
                          data_signature=sig, compute_signature=cp["signature"], cp_key_cid=cp["cp_key_cid"],
                          compute_provider=cp["compute_provider"], compute_peer_id=cp["compute_peer_id"],
                          data_provider=tc.account)
+
+    async def recorded(self, task_id: int, offer_id: int) -> bool:
+        """Whether the chain has a MatchRecorded of `offer_id` in `task_id`."""
+        return any(int(ev.args["dataOfferId"]) == int(offer_id) for ev in await self.tc.logs(task_id, ["MatchRecorded"]))
 
     def compute_candidates(self, max_cp: int, data_price: int) -> list:
         """This node's own compute offer first (its data then never leaves the machine), then the cheapest in the index."""

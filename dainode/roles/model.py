@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from dainode.errors import ConfigError, RpcError
+from dainode.errors import ConfigError, DainodeError, RpcError
 from dainode.roles.base import Role
 from dainode.roles.negotiate import negotiator
 from dainode.roles.taskdocs import GOSSIP_TASK, TASKS_TOPIC, put_json, vault_of
@@ -51,7 +51,25 @@ class ModelRole(Role):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
+            nursery.start_soon(self.resume_all)
             await trio.sleep_forever()
+
+    async def resume_all(self) -> None:
+        """After a restart: every task not final or abandoned resumes where it stopped, then any half-done create."""
+        from dainode.roles import model_resume
+
+        for rec in model_resume.resumable(self.ctx.state):
+            try:
+                args = await model_resume.run_args(self, rec)
+            except DainodeError as exc:
+                log.error("task %s cannot resume: %s", rec.task_id, exc)
+                continue
+            self._start_run(*args, resume=model_resume.restore)
+        for step in self.ctx.state.list_steps(STEP_KIND, unfinished=True):
+            try:
+                await self.resume_create(step.step_id)
+            except DainodeError as exc:
+                log.error("task create %s cannot resume: %s", step.step_id, exc)
 
     def rpc_methods(self) -> dict:
         return {"task_create": self.rpc_create}
@@ -165,10 +183,15 @@ class ModelRole(Role):
         doc = {"manifest_cid": step.effect["manifest_cid"], "key_cid": step.effect["key_cid"],
                "model0_cid": step.effect["model0_cid"], "test_set_cid": str(test_cid), "key_ref": ref_name,
                "tx": step.effect["tx"], "pool_wei": str(manifest.task.reward_pool_wei), "name": manifest.task.name,
-               "rounds": manifest.task.rounds, "created": time.time(), "privacy": manifest.task.privacy}
+               "rounds": manifest.task.rounds, "created": time.time(), "privacy": manifest.task.privacy,
+               "create_step": sid}
         if manifest.task.privacy == "he":
             doc["he_ref"] = step.effect["key_ref"]  # the CKKS secret, sealed as <key_ref>.ckks
         if state.get_task(str(task_id)) is None:
+            from dainode.roles.model_resume import save_test_set
+
+            # a restart needs exactly the committed bytes; kept local (0600) until the reveal, never in the blockstore
+            await trio.to_thread.run_sync(save_test_set, ctx.data_dir, task_id, test_bytes)
             state.put_task(TaskRecord(str(task_id), "model", "matching", doc))
         if not step.effect.get("announced"):
             await ctx.gossip.publish(TASKS_TOPIC, GOSSIP_TASK, {
@@ -201,11 +224,12 @@ class ModelRole(Role):
             step = self.ctx.state.record_effect(sid, model0_cid=str(cid), predicted_id=next_id)
         return replace(params, he_public_key=CID.parse(step.effect["model0_cid"]))
 
-    def _start_run(self, task_id, manifest, key, test, test_bytes, salt, test_cid, settings) -> None:
+    def _start_run(self, task_id, manifest, key, test, test_bytes, salt, test_cid, settings, resume=None) -> None:
         from dainode.roles.model_run import TaskRun
 
         if task_id in self.runs or self._nursery is None:
             return
         run = TaskRun(self, task_id, manifest, key, test, test_bytes, salt, test_cid, settings)
+        run.resume = resume  # after a restart: model_resume.restore, run before anything else
         self.runs[task_id] = run
         self._nursery.start_soon(run.run)

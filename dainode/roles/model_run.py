@@ -11,8 +11,9 @@ import numpy as np
 import trio
 
 from dainode.chain.consent import MatchConsent
-from dainode.errors import DainodeError, DocumentRejected, TaskError, TransactionReverted
+from dainode.errors import DainodeError, DocumentRejected, P2PError, TaskError, TransactionReverted
 from dainode.roles import negotiate as neg
+from dainode.roles.model_resume import match_doc
 from dainode.roles.taskdocs import (GOSSIP_DONE, GOSSIP_ROUND, TASKS_TOPIC, auto_withdraw, fetch, fetch_json, put_json,
                                     rejection_document)
 from dainode.state import MatchRecord, RoundRecord, TaskRecord
@@ -27,6 +28,8 @@ log = logging.getLogger("dainode.tasks")
 GRACE_S = 0.2  # after the quorum is in, how long to wait for the rest before aggregating
 MATCHING_WAIT_S = 60.0  # longest time matching may take after the open
 MATCHING_IDLE_S = 5.0  # matching ends when no untried fitting offer appeared for this long
+RETRY_UNREACHABLE_S = 1.0  # an offer whose node could not be reached is asked again after this (within the wait)
+MAX_RETRIES = 10
 CONSENT_TTL_S = 600
 PARALLEL_ASKS = 4
 TASK_EVENTS = ["UpdateSubmitted", "UpdateRejected", "DataProvided"]
@@ -34,6 +37,9 @@ TASK_EVENTS = ["UpdateSubmitted", "UpdateRejected", "DataProvided"]
 
 class TaskRun:
     """Everything the model provider keeps in memory for one task; the durable parts go to State as they happen."""
+
+    resume = None  # after a restart: model_resume.restore (matches, closed rounds and phase from state + chain)
+    resume_params = None  # the latest posted global model when rounds were restored
 
     def __init__(self, role, task_id: int, manifest: Manifest, key: TaskKey, test: tuple, test_bytes: bytes,
                  salt: bytes, test_cid: str, settings: dict):
@@ -60,6 +66,7 @@ class TaskRun:
         from dainode.roles.he_model import key_holder
 
         self.he = key_holder(self)  # None unless privacy "he": the CKKS key holder
+        self.intake_consumer = f"task-mp-{self.task_id}"
 
     # --- bookkeeping ------------------------------------------------------------------------
 
@@ -88,12 +95,16 @@ class TaskRun:
         try:
             async with trio.open_nursery() as nursery:
                 self._bg = nursery  # best-effort pushes live here, off the rounds' critical path
+                if self.resume is not None:
+                    await self.resume(self)
                 await nursery.start(self._intake)
-                await self.match()
+                if self.phase == "matching":
+                    await self.match()
                 if self.phase == "abandoned":
                     nursery.cancel_scope.cancel()
                     return
-                await self.rounds()
+                if self.phase == "training":
+                    await self.rounds()
                 await self.rewards()
                 nursery.cancel_scope.cancel()
         except* DainodeError as group:  # the nursery wraps errors in an ExceptionGroup (trio's strict groups)
@@ -128,10 +139,18 @@ class TaskRun:
         want = self.manifest.task.providers
         start = trio.current_time()
         tried: set[int] = set()
+        self.unreachable: set[int] = set()  # asked but not reached (e.g. right after a restart): asked again
+        retries: dict[int, int] = {}
         idle_since = trio.current_time()
         lock = trio.Lock()
         while len(self.matches) < want and trio.current_time() - start < self.matching_wait_s:
             cands = self.candidates(tried)[: min(PARALLEL_ASKS, want - len(self.matches))]
+            if not cands and self.unreachable and trio.current_time() - idle_since > RETRY_UNREACHABLE_S:
+                for oid in self.unreachable:
+                    retries[oid] = retries.get(oid, 0) + 1
+                tried -= {oid for oid in self.unreachable if retries[oid] <= MAX_RETRIES}
+                self.unreachable.clear()
+                continue
             if not cands:
                 if trio.current_time() - idle_since > MATCHING_IDLE_S and self.matches:
                     break
@@ -194,7 +213,10 @@ class TaskRun:
 
                 receipt = await self.step_tx(f"match-{offer.offer_id}", "recordMatch", consent_to_abi(consent),
                                              neg.need(rep, "data_signature", bytes),
-                                             neg.need(rep, "compute_signature", bytes), intent={"data_offer_id": offer.offer_id})
+                                             neg.need(rep, "compute_signature", bytes),
+                                             intent={"data_offer_id": offer.offer_id, "cp_key_cid": cp_key_cid,
+                                                     "compute_peer_id": str(rep.get("compute_peer_id") or ""),
+                                                     "rows": int((offer.doc.get("dataset") or {}).get("rows") or 0) or None})
                 ev = self.tc.event(receipt, "MatchRecorded")
                 mid = int(ev.args["matchId"])
                 m = {"match_id": mid, "data_provider": ev.args["dataProvider"], "compute_provider": ev.args["computeProvider"],
@@ -203,17 +225,18 @@ class TaskRun:
                      "compute_peer_id": str(rep.get("compute_peer_id") or ""),
                      "rows": int((offer.doc.get("dataset") or {}).get("rows") or 0) or None}
                 self.matches[mid] = m
-                self.ctx.state.put_match(MatchRecord(str(self.task_id), m["data_provider"], "matched",
-                                                     {k: (str(v) if k.endswith("_wei") else v) for k, v in m.items()}))
+                self.ctx.state.put_match(MatchRecord(str(self.task_id), m["data_provider"], "matched", match_doc(m)))
                 log.info("task %d: match %d recorded (data offer %d by %s, compute offer %d by %s)", self.task_id, mid,
                          offer.offer_id, m["data_provider"], cp_offer, m["compute_provider"])
         except (neg.Refused, DainodeError) as exc:
+            if isinstance(exc, P2PError):
+                self.unreachable.add(offer.offer_id)
             log.info("task %d: data offer %d not matched: %s", self.task_id, offer.offer_id, exc)
 
     # --- rounds (§4.4 (a)-(c)) ------------------------------------------------------------------
 
     async def _intake(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with self.tc.subscribe(f"task-mp-{self.task_id}", TASK_EVENTS, self.task_id) as sub:
+        async with self.tc.subscribe(self.intake_consumer, TASK_EVENTS, self.task_id) as sub:
             task_status.started()
             async with trio.open_nursery() as n:
                 async for ev in sub:
@@ -244,6 +267,8 @@ class TaskRun:
 
     async def _take_update(self, ev) -> None:
         rnd, mid, cid = int(ev.args["round"]), int(ev.args["matchId"]), None
+        if rnd < len(self.results):
+            return  # a closed round's (a resumed run's backfill)
         slot = self.updates.setdefault(rnd, {})
         if mid in slot:
             return  # at-least-once delivery: seen
@@ -298,9 +323,9 @@ class TaskRun:
     async def rounds(self) -> None:
         from dainode.tasks.rounds import initial_params
 
-        params = initial_params(self.manifest)
+        params = self.resume_params if self.results else initial_params(self.manifest)
         if self.he is not None:
-            self.he.set_params(0, params)
+            self.he.set_params(len(self.results), params)  # the model round len(results) trains on
         self._bg.start_soon(self._warm_up, params)
         for t in range(len(self.results), self.manifest.task.rounds):
             params = await self.round(t, params)
@@ -433,18 +458,24 @@ class TaskRun:
     # --- rewards (§4.5) ---------------------------------------------------------------------
 
     async def rewards(self) -> None:
+        from dainode.chain.training_task import Phase
         from dainode.roles.taskchain import chain_cid
-        from dainode.tasks.split import make_split
+        from dainode.tasks.split import SplitReport, make_split
 
         self.phase = "split"
-        ts = await self.tc.task(self.task_id)
-        ids = sorted(self.matches)
-        split = await trio.to_thread.run_sync(
-            lambda: make_split(self.manifest, self.ref, int(ts.bonus), self.outcomes, ids, self.test))
-        split = self.role.adjust_split(split)  # identity; a test may patch it to post another split
+        step = self.ctx.state.get_step(self.sid("split"))
+        if step is not None and step.intent.get("report_cid"):  # a restart after the split was made: that split
+            split = SplitReport.from_bytes(await fetch(self.ctx, step.intent["report_cid"]))
+        else:
+            ts = await self.tc.task(self.task_id)
+            ids = sorted(self.matches)
+            split = await trio.to_thread.run_sync(
+                lambda: make_split(self.manifest, self.ref, int(ts.bonus), self.outcomes, ids, self.test))
+            split = self.role.adjust_split(split)  # identity; a test may patch it to post another split
         self.split = split
         report_cid = await self.ctx.content.put_bytes(split.to_bytes())
-        await self.step_tx("split", "postSplit", self.task_id, split.bonuses_list(), *chain_cid(report_cid))
+        await self.step_tx("split", "postSplit", self.task_id, split.bonuses_list(), *chain_cid(report_cid),
+                           intent={"report_cid": str(report_cid)})
         self.phase = "split_posted"
         self.save(report_cid=str(report_cid))
         reveal = self.key.reveal_document()
@@ -460,7 +491,7 @@ class TaskRun:
         end = ts.revealed_at + ts.challenge_window
         log.info("task %d: split posted, key and test set revealed; finalizing after the challenge window (%d s)",
                  self.task_id, ts.challenge_window)
-        while True:
+        while ts.phase != Phase.FINAL:
             wait = end + 1 - time.time()
             if wait > 0:
                 await trio.sleep(wait)

@@ -31,3 +31,39 @@ async def test_a_chain_error_inside_the_run_fails_the_task_not_the_role():
     await run.run()  # before the fix the error escaped inside an ExceptionGroup and crashed the role
     assert run.done.is_set() and run.saved == 1
     assert len(run.failures) == 1 and run.failures[0].startswith("ChainRpcError")
+
+
+async def test_matching_asks_an_unreachable_data_provider_again(monkeypatch):
+    """Right after a restart the model provider knows no addresses of its peers yet: an ask that fails to reach the
+    node is retried (before the fix the offer stayed tried and the task was abandoned with one match)."""
+    from types import SimpleNamespace
+
+    from dainode.roles import model_run
+
+    run = TaskRun.__new__(TaskRun)
+    run.task_id, run.failures, run.phase, run.matches, run.quorum = 7, [], "matching", {}, 1
+    run.matching_wait_s = 30.0
+    run.manifest = SimpleNamespace(task=SimpleNamespace(providers=1, quorum=1))
+    offer = SimpleNamespace(offer_id=3)
+    run.candidates = lambda tried: [offer] if offer.offer_id not in tried else []
+    asks = []
+
+    async def ask(o, lock):
+        asks.append(o.offer_id)
+        if len(asks) == 1:
+            run.unreachable.add(o.offer_id)  # what ask() does on a P2PError (no known addresses)
+        else:
+            run.matches[0] = {"cp_key_cid": "k"}
+
+    async def step_tx(what, fn, *args, **kw):
+        return {"events": []}
+
+    async def fetch_json(ctx, cid, **kw):
+        return {}
+
+    run.ask, run.step_tx, run.save, run.ctx = ask, step_tx, lambda **_: None, None
+    monkeypatch.setattr(model_run, "fetch_json", fetch_json)
+    monkeypatch.setattr(model_run.TaskPublicKey, "from_document", staticmethod(lambda doc: "key"))
+    with trio.fail_after(10):
+        await run.match()
+    assert asks == [3, 3] and run.phase == "training"
