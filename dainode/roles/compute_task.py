@@ -164,6 +164,14 @@ class Job:
                     await self._round(self.next_round)
                     self.next_round += 1
 
+    async def seal_and_put(self, t: int, out) -> tuple[bytes | None, str]:
+        """Round t's update sealed for the task key and put on IPFS: (bytes, CID). A test may patch it to misbehave."""
+        from dainode.tasks.documents import UpdateBinding, seal_update
+
+        binding = UpdateBinding(self.task.ref, self.match_id, t, self.tc.account)
+        sealed = seal_update(binding, out.update, out.n_examples, [self.task.public_key.key], train_loss=out.mean_loss)
+        return sealed, str(await self.ctx.content.put_bytes(sealed))
+
     async def _push(self, peer: str, t: int, cid: str, sealed: bytes | None) -> None:
         if sealed is None or len(sealed) > neg.MAX_PUSH - 64 * 1024:
             return
@@ -194,7 +202,7 @@ class Job:
 
     async def _round(self, t: int) -> None:
         from dainode.roles.taskchain import chain_cid
-        from dainode.tasks.documents import ModelBinding, UpdateBinding, open_global_model, seal_update
+        from dainode.tasks.documents import ModelBinding, open_global_model
         from dainode.tasks.rounds import compute_update, initial_params
 
         sid = f"update-{self.task_id}-{self.match_id}-{t}"
@@ -215,9 +223,7 @@ class Job:
         t2 = trio.current_time()
         sealed = None  # None after a restart: the update is already on IPFS and the MP fetches it by CID
         if "update_cid" not in step.effect:
-            binding = UpdateBinding(self.task.ref, self.match_id, t, self.tc.account)
-            sealed = seal_update(binding, out.update, out.n_examples, [self.task.public_key.key], train_loss=out.mean_loss)
-            cid = await self.ctx.content.put_bytes(sealed)
+            sealed, cid = await self.seal_and_put(t, out)
             step = self.ctx.state.record_effect(sid, update_cid=str(cid))
         peer = self.owner.mp_peers.get(self.task_id)
         if peer and sealed is not None and neg.pushes_enabled():

@@ -238,6 +238,12 @@ class TaskRun:
             entry["status"], entry["detail"] = exc.reason, exc.detail
         except DainodeError as exc:
             entry["status"], entry["detail"] = "malformed", str(exc)
+        if entry["status"] != "ok":
+            from dainode.roles.rejections import UPDATES, rejections
+
+            rejections(self.ctx).count(UPDATES, entry["status"], task_id=self.task_id)
+            log.warning("task %d round %d: match %d's update %s rejected: %s: %s", self.task_id, rnd, mid, cid,
+                        entry["status"], entry["detail"])
         self._changed.set()
 
     async def wait_change(self, until: float) -> None:
