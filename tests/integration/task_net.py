@@ -18,7 +18,7 @@ COMPUTE_PRICE = ETH // 20
 
 
 def manifest(*, rounds: int, providers: int, quorum: int, aggregation: str = "fedavg", params: str = "",
-             window_s: int = 5, pool: int = 2 * ETH, name: str = "digits-fault") -> str:
+             window_s: int = 5, pool: int = 4 * ETH, name: str = "digits-fault") -> str:
     return f"""
 [task]
 name = "{name}"
