@@ -161,6 +161,13 @@ class Job:
                     return
                 while (self.data is not None and self.started and self.next_round < self.rounds
                        and (self.next_round == 0 or self.next_round - 1 in self.published)):
+                    current = int((await self.tc.task(self.task_id)).round)
+                    if current > self.next_round:  # rounds closed while this node was away: rejoin at the open one
+                        log.info("task %d match %d: round(s) %d-%d closed without this node; rejoining at round %d "
+                                 "from the latest global model", self.task_id, self.match_id, self.next_round,
+                                 current - 1, current)
+                        self.next_round = current
+                        continue
                     await self._round(self.next_round)
                     self.next_round += 1
 

@@ -52,6 +52,7 @@ class TaskRun:
         self.quorum = manifest.task.quorum
         self.phase = "matching"
         self.updates: dict[int, dict[int, dict]] = {}  # round -> match id -> {cid, status, detail, opened}
+        self.lost_rounds = 0  # rounds running that ended below quorum (manifest task.quorum_lost_rounds)
         self._changed = trio.Event()
         self.report_dir: str | None = None
         self.split = None
@@ -90,6 +91,9 @@ class TaskRun:
                     nursery.cancel_scope.cancel()
                     return
                 await self.rounds()
+                if self.phase == "abandoned":
+                    nursery.cancel_scope.cancel()
+                    return
                 await self.rewards()
                 nursery.cancel_scope.cancel()
         except* DainodeError as group:  # the nursery wraps errors in an ExceptionGroup (trio's strict groups)
@@ -257,9 +261,23 @@ class TaskRun:
         params = initial_params(self.manifest)
         for t in range(len(self.results), self.manifest.task.rounds):
             params = await self.round(t, params)
+            if params is None:
+                return
         self.final_params = params
 
-    async def round(self, t: int, params: np.ndarray) -> np.ndarray:
+    async def abandon_below_quorum(self, t: int, accepted: int) -> None:
+        """The providers fell below quorum for good: end the task as the contract allows (the open round's accepted
+        updates are paid, the bonus and unearned compute pay go to the data providers that provided data)."""
+        self.failures.append(f"round {t}: {accepted} accepted update(s), quorum {self.quorum}, for {self.lost_rounds} "
+                             f"round(s) running (task.quorum_lost_rounds = {self.manifest.task.quorum_lost_rounds}); "
+                             "task abandoned")
+        log.warning("task %d: %s", self.task_id, self.failures[-1])
+        await self.step_tx("abandon", "abandon", self.task_id)
+        self.phase = "abandoned"
+        self.save()
+        await auto_withdraw(self.ctx, self.tc, f"task {self.task_id} abandoned")
+
+    async def round(self, t: int, params: np.ndarray) -> np.ndarray | None:
         from dainode.tasks.rounds import aggregate_round
 
         n = len(self.matches)
@@ -268,6 +286,7 @@ class TaskRun:
         chain_task = await self.tc.task(self.task_id)
         chain_end = opened + max(0.0, chain_task.round_start + chain_task.round_duration - time.time()) + 1.0
         quorum_at = None
+        limit = self.manifest.task.quorum_lost_rounds or 0
         while True:
             ups = self.updates.get(t, {})
             settled = [u for u in ups.values() if u["status"] != "pending"]
@@ -281,6 +300,8 @@ class TaskRun:
                     break
                 await self.wait_change(min(quorum_at + self.grace_s, window_end))
                 continue
+            if now >= window_end and limit and self.lost_rounds + 1 >= limit:
+                break  # below quorum at the window's end and it would be the last lost round: no need to wait on
             if now >= max(window_end, chain_end):
                 break
             await self.wait_change(window_end if now < window_end else chain_end)
@@ -304,6 +325,12 @@ class TaskRun:
             except TransactionReverted as exc:
                 log.warning("task %d round %d: rejecting match %d's update failed: %s", self.task_id, t, mid, exc)
             log.info("task %d round %d: rejected match %d's update %s (%s)", self.task_id, t, mid, u["cid"], u["status"])
+        # garbage is rejected on chain first: an abandon pays the open round's accepted updates
+        n_ok = sum(1 for u in snapshot.values() if u["status"] == "ok")
+        self.lost_rounds = self.lost_rounds + 1 if n_ok < self.quorum else 0
+        if limit and self.lost_rounds >= limit:
+            await self.abandon_below_quorum(t, n_ok)
+            return None
         accepted = [u["opened"] for mid, u in sorted(snapshot.items()) if u["status"] == "ok"]
         out = await trio.to_thread.run_sync(lambda: aggregate_round(self.manifest, t, params, accepted, self.test))
         t_agg = trio.current_time()
