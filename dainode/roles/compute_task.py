@@ -168,7 +168,12 @@ class Job:
                                  current - 1, current)
                         self.next_round = current
                         continue
-                    await self._round(self.next_round)
+                    try:
+                        await self._round(self.next_round)
+                    except DainodeError as exc:  # unreachable peers or chain (a partition): this round is missed,
+                        # the job is not lost; it rejoins at the open round once the node is back
+                        log.warning("task %d match %d round %d: missed: %s", self.task_id, self.match_id,
+                                    self.next_round, exc)
                     self.next_round += 1
 
     async def seal_and_put(self, t: int, out) -> tuple[bytes | None, str]:

@@ -140,6 +140,7 @@ class TaskQueries(Service):
         for mid, m in matches.items():
             ok = m.pop("_rounds") & closed
             m["updates_accepted"] = len(ok)
+            m["rounds_accepted"] = sorted(ok)
             p = m["compute_price_wei"]
             m["compute_earned_wei"] = sum(p * (r + 1) // R - p * r // R for r in ok)
             if mid < len(bonuses):
