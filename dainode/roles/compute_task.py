@@ -159,22 +159,25 @@ class Job:
                     if self.owner.role.auto_withdraw:
                         await auto_withdraw(self.ctx, self.tc, f"task {self.task_id} {ev.name}")
                     return
-                while (self.data is not None and self.started and self.next_round < self.rounds
-                       and (self.next_round == 0 or self.next_round - 1 in self.published)):
-                    current = int((await self.tc.task(self.task_id)).round)
-                    if current > self.next_round:  # rounds closed while this node was away: rejoin at the open one
-                        log.info("task %d match %d: round(s) %d-%d closed without this node; rejoining at round %d "
-                                 "from the latest global model", self.task_id, self.match_id, self.next_round,
-                                 current - 1, current)
-                        self.next_round = current
-                        continue
-                    try:
-                        await self._round(self.next_round)
-                    except DainodeError as exc:  # unreachable peers or chain (a partition): this round is missed,
-                        # the job is not lost; it rejoins at the open round once the node is back
-                        log.warning("task %d match %d round %d: missed: %s", self.task_id, self.match_id,
-                                    self.next_round, exc)
-                    self.next_round += 1
+                await self._advance()
+
+    async def _advance(self) -> None:
+        """Train every round that can be trained now: the next one once the previous global model is published."""
+        while (self.data is not None and self.started and self.next_round < self.rounds
+               and (self.next_round == 0 or self.next_round - 1 in self.published)):
+            try:
+                current = int((await self.tc.task(self.task_id)).round)
+                if current > self.next_round:  # rounds closed while this node was away: rejoin at the open one
+                    log.info("task %d match %d: round(s) %d-%d closed without this node; rejoining at round %d "
+                             "from the latest global model", self.task_id, self.match_id, self.next_round,
+                             current - 1, current)
+                    self.next_round = current
+                    continue
+                await self._round(self.next_round)
+            except DainodeError as exc:  # unreachable peers or chain (a partition): this round is missed, the
+                # job is not lost; it rejoins at the open round once the node is back
+                log.warning("task %d match %d round %d: missed: %s", self.task_id, self.match_id, self.next_round, exc)
+            self.next_round += 1
 
     async def seal_and_put(self, t: int, out) -> tuple[bytes | None, str]:
         """Round t's update sealed for the task key and put on IPFS: (bytes, CID). A test may patch it to misbehave."""
