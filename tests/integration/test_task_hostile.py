@@ -120,6 +120,9 @@ def test_hostile_provider_flood_and_lying_gossip_are_rejected_counted_and_the_ta
     rej = status["rejections"]
     assert rej["updates"] == EXPECTED, rej  # as the model provider classified them when it opened them
     assert rej["updates_on_chain"] == EXPECTED, rej
+    mp_log = mp.log_path.read_text()
+    for reason in EXPECTED:  # each one logged with its reason where it was refused
+        assert f"rejected: {reason}: " in mp_log, reason
     hist = {h["round"]: h["accuracy"] for h in status["history"]}
     print(f"\naccuracy per round {hist}; rejections at the model provider {rej}")
     assert hist[7] >= hist[6] - 0.02, hist  # the poisoned round: Multi-Krum keeps the 3 honest updates
