@@ -111,6 +111,10 @@ def test_a_partitioned_node_and_a_dropout_are_left_out_not_paid_for_missed_round
     for n in providers[:2]:
         assert rounds_of(status, n)["rounds_accepted"] == list(range(ROUNDS))
     credited = {k.lower(): int(v) for k, v in status["credited_wei"].items()}
+    for n in providers:  # what the chain credited: data price + compute pay of exactly its rounds + its bonus
+        m = rounds_of(status, n)
+        want = DATA_PRICE + compute_pay(COMPUTE_PRICE, ROUNDS, set(m["rounds_accepted"])) + int(m["bonus_wei"])
+        assert credited[n.info["address"].lower()] == want, (m, credited)
     assert sum(credited[n.info["address"].lower()] for n in providers) + int(status["refund_wei"]) == int(status["pool_wei"])
     check = relay.rpc("task_verify", task_id=task_id, timeout=300)
     assert check["ok"], check["differences"]
