@@ -30,6 +30,7 @@ MATCHING_IDLE_S = 5.0  # matching ends when no untried fitting offer appeared fo
 CONSENT_TTL_S = 600
 PARALLEL_ASKS = 4
 TASK_EVENTS = ["UpdateSubmitted", "UpdateRejected", "DataProvided"]
+TRANSIENT = ("internal", "rate_limited", "busy")  # refusals worth asking the same offer again (within matching_wait_s)
 
 
 class TaskRun:
@@ -141,7 +142,7 @@ class TaskRun:
             async with trio.open_nursery() as n:
                 for o in cands:
                     tried.add(o.offer_id)
-                    n.start_soon(self.ask, o, lock)
+                    n.start_soon(self.ask, o, lock, tried)
         took = trio.current_time() - start
         if len(self.matches) < want:
             self.failures.append(f"matched {len(self.matches)} of {want} providers (quorum {self.manifest.task.quorum}) "
@@ -165,7 +166,7 @@ class TaskRun:
         log.info("task %d: training starts with %d matches (quorum %d) after %.1f s of matching",
                  self.task_id, len(self.matches), self.quorum, took)
 
-    async def ask(self, offer, lock: trio.Lock) -> None:
+    async def ask(self, offer, lock: trio.Lock, tried: set | None = None) -> None:
         t = self.manifest.task
         msg = {"v": neg.VERSION, "type": neg.MATCH_REQUEST, "chain_id": self.ref.chain_id, "task_address": self.ref.task_address,
                "task_id": self.task_id, "manifest_cid": self.role.manifest_cid(self.task_id), "data_offer_id": offer.offer_id,
@@ -175,6 +176,9 @@ class TaskRun:
             rep = await self.role.negotiator.request(offer.peer_id, msg, neg.MATCH_TIMEOUT_S)
             if not rep.get("ok"):
                 log.info("task %d: data offer %d refused: %s (%s)", self.task_id, offer.offer_id, rep.get("reason"), rep.get("detail"))
+                if rep.get("reason") in TRANSIENT and tried is not None:  # its node's chain read failed, say: ask again
+                    await trio.sleep(1.0)
+                    tried.discard(offer.offer_id)
                 return
             cp_offer = neg.need(rep, "compute_offer_id", int)
             consent = MatchConsent(self.task_id, offer.offer_id, cp_offer, offer.price_wei, neg.wei(rep, "compute_price_wei"),

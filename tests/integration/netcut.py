@@ -59,6 +59,7 @@ class Forwarder:
                 return
             try:
                 b = socket.create_connection(self.target, timeout=10)
+                b.settimeout(None)  # idle connections (the chain's websocket) stay open
             except OSError:
                 a.close()
                 continue
