@@ -31,3 +31,24 @@ async def test_a_chain_error_inside_the_run_fails_the_task_not_the_role():
     await run.run()  # before the fix the error escaped inside an ExceptionGroup and crashed the role
     assert run.done.is_set() and run.saved == 1
     assert len(run.failures) == 1 and run.failures[0].startswith("ChainRpcError")
+
+
+async def test_an_offer_refused_for_a_transient_reason_is_asked_again_a_refusal_on_terms_is_not(autojump_clock):
+    from types import SimpleNamespace
+
+    replies = {1: {"ok": False, "reason": "internal", "detail": "eth_getProof failed: BlockOutOfRangeError"},
+               2: {"ok": False, "reason": "price", "detail": "too cheap"}}
+
+    class Neg:
+        async def request(self, peer, msg, timeout):
+            return replies[msg["data_offer_id"]]
+
+    run = TaskRun.__new__(TaskRun)
+    run.task_id = 7
+    run.ref = SimpleNamespace(chain_id=31337, task_address="0x" + "5f" * 20)
+    run.manifest = SimpleNamespace(task=SimpleNamespace(max_compute_price_wei=1))
+    run.role = SimpleNamespace(negotiator=Neg(), manifest_cid=lambda tid: "bafy")
+    tried = {1, 2}
+    for oid in (1, 2):
+        await run.ask(SimpleNamespace(offer_id=oid, peer_id="p", price_wei=1), trio.Lock(), tried)
+    assert tried == {2}
