@@ -64,6 +64,7 @@ class ReqResp:
         self.max_size = max_size
         self.handler_timeout_s = handler_timeout_s
         self._handlers: dict[str, Handler] = {}
+        self.bad_frames: dict[str, int] = {}  # protocol id -> requests whose frame was not a msgpack map (counted, refused)
 
     def set_handler(self, protocol_id: str, handler: Handler) -> None:
         """Serve `protocol_id` (e.g. `/dai/negotiate/1.0.0`) with `async handler(peer_id, request) -> response`."""
@@ -81,7 +82,11 @@ class ReqResp:
         try:
             with trio.move_on_after(self.handler_timeout_s) as scope:
                 try:
-                    request = await read_frame(stream, self.max_size)
+                    try:
+                        request = await read_frame(stream, self.max_size)
+                    except ProtocolError:
+                        self.bad_frames[protocol_id] = self.bad_frames.get(protocol_id, 0) + 1
+                        raise
                     response = await self._handlers[protocol_id](peer, request)
                     if not isinstance(response, dict):
                         raise ProtocolError(f"handler for {protocol_id} returned {type(response).__name__}, not a dict")

@@ -171,11 +171,33 @@ class Job:
                     if self.owner.role.auto_withdraw:
                         await auto_withdraw(self.ctx, self.tc, f"task {self.task_id} {ev.name}")
                     return
-                while (self.data is not None and self.started and self.next_round < self.rounds
-                       and (self.next_round == 0 or self.next_round - 1 in self.published)):
-                    if self.next_round not in self.published:  # closed while this node was down: too late
-                        await self._round(self.next_round)
-                    self.next_round += 1
+                await self._advance()
+
+    async def _advance(self) -> None:
+        """Train every round that can be trained now: the next one once the previous global model is published."""
+        while (self.data is not None and self.started and self.next_round < self.rounds
+               and (self.next_round == 0 or self.next_round - 1 in self.published)):
+            try:
+                current = int((await self.tc.task(self.task_id)).round)
+                if current > self.next_round:  # rounds closed while this node was away: rejoin at the open one
+                    log.info("task %d match %d: round(s) %d-%d closed without this node; rejoining at round %d "
+                             "from the latest global model", self.task_id, self.match_id, self.next_round,
+                             current - 1, current)
+                    self.next_round = current
+                    continue
+                await self._round(self.next_round)
+            except DainodeError as exc:  # unreachable peers or chain (a partition): this round is missed, the
+                # job is not lost; it rejoins at the open round once the node is back
+                log.warning("task %d match %d round %d: missed: %s", self.task_id, self.match_id, self.next_round, exc)
+            self.next_round += 1
+
+    async def seal_and_put(self, t: int, out) -> tuple[bytes | None, str]:
+        """Round t's update sealed for the task key and put on IPFS: (bytes, CID). A test may patch it to misbehave."""
+        from dainode.tasks.documents import UpdateBinding, seal_update
+
+        binding = UpdateBinding(self.task.ref, self.match_id, t, self.tc.account)
+        sealed = seal_update(binding, out.update, out.n_examples, [self.task.public_key.key], train_loss=out.mean_loss)
+        return sealed, str(await self.ctx.content.put_bytes(sealed))
 
     async def _push(self, peer: str, t: int, cid: str, sealed: bytes | None) -> None:
         if sealed is None or len(sealed) > neg.MAX_PUSH - 64 * 1024:
@@ -262,7 +284,7 @@ class Job:
     async def _work(self, t: int, result_cid: str | None) -> dict:
         """Round t's sealed update from the global model the round result `result_cid` names (round 0: the initial
         model): {"sealed", "cid", "timing"}; stored (pinned) here, not yet submitted."""
-        from dainode.tasks.documents import ModelBinding, UpdateBinding, open_global_model, seal_update
+        from dainode.tasks.documents import ModelBinding, open_global_model
         from dainode.tasks.rounds import compute_update, initial_params
 
         t0 = trio.current_time()
@@ -283,12 +305,9 @@ class Job:
         x, y = self.data
         out = await trio.to_thread.run_sync(lambda: compute_update(m, params, x, y, round=t, match_id=self.match_id))
         t2 = trio.current_time()
-        binding = UpdateBinding(self.task.ref, self.match_id, t, self.tc.account)
-        sealed = seal_update(binding, out.update, out.n_examples, [self.task.public_key.key], train_loss=out.mean_loss)
-        ts = trio.current_time()
-        cid = await self.ctx.content.put_bytes(sealed)
-        timing.update(fetch_model_ms=ms(t0, t1), train_ms=ms(t1, t2), seal_ms=ms(t2, ts), put_ms=ms(ts, trio.current_time()))
-        return {"sealed": sealed, "cid": str(cid), "timing": timing}
+        sealed, cid = await self.seal_and_put(t, out)  # a test may patch seal_and_put to misbehave
+        timing.update(fetch_model_ms=ms(t0, t1), train_ms=ms(t1, t2), seal_put_ms=ms(t2, trio.current_time()))
+        return {"sealed": sealed, "cid": cid, "timing": timing}
 
     async def _round(self, t: int) -> None:
         from dainode.roles.taskchain import chain_cid

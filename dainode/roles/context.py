@@ -55,6 +55,10 @@ class ReqRespPort:
     def set_handler(self, protocol: str, handler) -> None:
         self._p2p.reqresp.set_handler(protocol, handler)
 
+    def bad_frames(self, protocol: str) -> int:
+        """Requests on `protocol` refused before any handler saw them (not msgpack, too deep, too large)."""
+        return int(self._p2p.reqresp.bad_frames.get(protocol, 0))
+
 
 class ContentPort:
     """put_bytes / get_bytes / add / get by CID (UnixFS, pinned and announced like `dainode add`)."""

@@ -33,6 +33,7 @@ MAX_RETRIES = 10
 CONSENT_TTL_S = 600
 PARALLEL_ASKS = 4
 TASK_EVENTS = ["UpdateSubmitted", "UpdateRejected", "DataProvided"]
+TRANSIENT = ("internal", "rate_limited", "busy")  # refusals worth asking the same offer again (within matching_wait_s)
 
 
 class TaskRun:
@@ -58,6 +59,7 @@ class TaskRun:
         self.quorum = manifest.task.quorum
         self.phase = "matching"
         self.updates: dict[int, dict[int, dict]] = {}  # round -> match id -> {cid, status, detail, opened}
+        self.lost_rounds = 0  # rounds running that ended below quorum (manifest task.quorum_lost_rounds)
         self._changed = trio.Event()
         self._preopened: dict[tuple[int, int], dict] = {}  # (round, match id) -> a pushed update opened ahead
         self.report_dir: str | None = None
@@ -105,6 +107,9 @@ class TaskRun:
                     return
                 if self.phase == "training":
                     await self.rounds()
+                if self.phase == "abandoned":
+                    nursery.cancel_scope.cancel()
+                    return
                 await self.rewards()
                 nursery.cancel_scope.cancel()
         except* DainodeError as group:  # the nursery wraps errors in an ExceptionGroup (trio's strict groups)
@@ -160,7 +165,7 @@ class TaskRun:
             async with trio.open_nursery() as n:
                 for o in cands:
                     tried.add(o.offer_id)
-                    n.start_soon(self.ask, o, lock)
+                    n.start_soon(self.ask, o, lock, tried)
         took = trio.current_time() - start
         if len(self.matches) < want:
             self.failures.append(f"matched {len(self.matches)} of {want} providers (quorum {self.manifest.task.quorum}) "
@@ -184,7 +189,7 @@ class TaskRun:
         log.info("task %d: training starts with %d matches (quorum %d) after %.1f s of matching",
                  self.task_id, len(self.matches), self.quorum, took)
 
-    async def ask(self, offer, lock: trio.Lock) -> None:
+    async def ask(self, offer, lock: trio.Lock, tried: set | None = None) -> None:
         t = self.manifest.task
         msg = {"v": neg.VERSION, "type": neg.MATCH_REQUEST, "chain_id": self.ref.chain_id, "task_address": self.ref.task_address,
                "task_id": self.task_id, "manifest_cid": self.role.manifest_cid(self.task_id), "data_offer_id": offer.offer_id,
@@ -194,6 +199,9 @@ class TaskRun:
             rep = await self.role.negotiator.request(offer.peer_id, msg, neg.MATCH_TIMEOUT_S)
             if not rep.get("ok"):
                 log.info("task %d: data offer %d refused: %s (%s)", self.task_id, offer.offer_id, rep.get("reason"), rep.get("detail"))
+                if rep.get("reason") in TRANSIENT and tried is not None:  # its node's chain read failed, say: ask again
+                    await trio.sleep(1.0)
+                    tried.discard(offer.offer_id)
                 return
             cp_offer = neg.need(rep, "compute_offer_id", int)
             consent = MatchConsent(self.task_id, offer.offer_id, cp_offer, offer.price_wei, neg.wei(rep, "compute_price_wei"),
@@ -303,6 +311,12 @@ class TaskRun:
             entry["status"], entry["detail"] = exc.reason, exc.detail
         except DainodeError as exc:
             entry["status"], entry["detail"] = "malformed", str(exc)
+        if entry["status"] != "ok":
+            from dainode.roles.rejections import UPDATES, rejections
+
+            rejections(self.ctx).count(UPDATES, entry["status"], task_id=self.task_id)
+            log.warning("task %d round %d: match %d's update %s rejected: %s: %s", self.task_id, rnd, mid, cid,
+                        entry["status"], entry["detail"])
         self._changed.set()
 
     async def _warm_up(self, params: np.ndarray) -> None:
@@ -329,9 +343,23 @@ class TaskRun:
         self._bg.start_soon(self._warm_up, params)
         for t in range(len(self.results), self.manifest.task.rounds):
             params = await self.round(t, params)
+            if params is None:
+                return
         self.final_params = params
 
-    async def round(self, t: int, params: np.ndarray) -> np.ndarray:
+    async def abandon_below_quorum(self, t: int, accepted: int) -> None:
+        """The providers fell below quorum for good: end the task as the contract allows (the open round's accepted
+        updates are paid, the bonus and unearned compute pay go to the data providers that provided data)."""
+        self.failures.append(f"round {t}: {accepted} accepted update(s), quorum {self.quorum}, for {self.lost_rounds} "
+                             f"round(s) running (task.quorum_lost_rounds = {self.manifest.task.quorum_lost_rounds}); "
+                             "task abandoned")
+        log.warning("task %d: %s", self.task_id, self.failures[-1])
+        await self.step_tx("abandon", "abandon", self.task_id)
+        self.phase = "abandoned"
+        self.save()
+        await auto_withdraw(self.ctx, self.tc, f"task {self.task_id} abandoned")
+
+    async def round(self, t: int, params: np.ndarray) -> np.ndarray | None:
         from dainode.tasks.rounds import aggregate_round
 
         n = len(self.matches)
@@ -340,6 +368,7 @@ class TaskRun:
         chain_task = await self.tc.task(self.task_id)
         chain_end = opened + max(0.0, chain_task.round_start + chain_task.round_duration - time.time()) + 1.0
         quorum_at = None
+        limit = self.manifest.task.quorum_lost_rounds or 0
         while True:
             ups = self.updates.get(t, {})
             settled = [u for u in ups.values() if u["status"] != "pending"]
@@ -353,6 +382,8 @@ class TaskRun:
                     break
                 await self.wait_change(min(quorum_at + self.grace_s, window_end))
                 continue
+            if now >= window_end and limit and self.lost_rounds + 1 >= limit:
+                break  # below quorum at the window's end and it would be the last lost round: no need to wait on
             if now >= max(window_end, chain_end):
                 break
             await self.wait_change(window_end if now < window_end else chain_end)
@@ -376,6 +407,12 @@ class TaskRun:
             except TransactionReverted as exc:
                 log.warning("task %d round %d: rejecting match %d's update failed: %s", self.task_id, t, mid, exc)
             log.info("task %d round %d: rejected match %d's update %s (%s)", self.task_id, t, mid, u["cid"], u["status"])
+        # garbage is rejected on chain first: an abandon pays the open round's accepted updates
+        n_ok = sum(1 for u in snapshot.values() if u["status"] == "ok")
+        self.lost_rounds = self.lost_rounds + 1 if n_ok < self.quorum else 0
+        if limit and self.lost_rounds >= limit:
+            await self.abandon_below_quorum(t, n_ok)
+            return None
         accepted = [u["opened"] for mid, u in sorted(snapshot.items()) if u["status"] == "ok"]
         from dainode.tasks.rounds import evaluate_outcome
 

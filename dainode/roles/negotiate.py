@@ -30,7 +30,11 @@ MATCH_TIMEOUT_S = 30.0
 COMPUTE_TIMEOUT_S = 10.0
 NOTICE_TIMEOUT_S = 10.0
 REASONS = ("malformed", "unknown_offer", "wrong_task", "schema", "price", "escrow", "no_compute", "busy", "capacity",
-           "internal")
+           "internal", "rate_limited")
+# per remote peer: a matching round asks a node a few times a second at most; a flood is refused cheaply, and the
+# node stays responsive to everyone else (its own requests are never limited)
+RATE_PER_S = 5.0
+RATE_BURST = 20.0
 
 Handler = Callable[[dict, str], Awaitable[dict]]
 
@@ -78,10 +82,40 @@ def wei(msg: dict, name: str) -> int:
 class Negotiator:
     """Installed once per node on the reqresp port; roles add handlers by message type."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx, *, rate_per_s: float = RATE_PER_S, burst: float = RATE_BURST):
+        from dainode.roles.rejections import RateLimit, rejections
+
         self.ctx = ctx
         self.handlers: dict[str, Handler] = {}
+        self.limit = RateLimit(rate_per_s, burst)
+        self.rejections = rejections(ctx)
+        self._limited_logged = 0.0
         ctx.reqresp.set_handler(PROTOCOL, self._serve)
+
+    def stats(self) -> dict:
+        """Refused requests by reason; `malformed_frame`: bytes that were not a msgpack map (refused by the transport)."""
+        from dainode.roles.rejections import NEGOTIATION
+
+        out = dict(self.rejections.counts.get(NEGOTIATION, {}))
+        bad = getattr(self.ctx.reqresp, "bad_frames", None)
+        if callable(bad) and bad(PROTOCOL):
+            out["malformed_frame"] = bad(PROTOCOL)
+        return dict(sorted(out.items()))
+
+    def _refuse(self, type_: str, reason: str, detail: str, peer: str) -> dict:
+        from dainode.roles.rejections import NEGOTIATION
+
+        self.rejections.count(NEGOTIATION, reason)
+        if reason == "rate_limited":
+            import time
+
+            if time.monotonic() - self._limited_logged > 5.0:  # one line per burst, not one per request
+                self._limited_logged = time.monotonic()
+                log.warning("negotiation from %s refused: %s (%d so far)", peer, detail,
+                            self.rejections.counts[NEGOTIATION]["rate_limited"])
+        else:
+            log.info("negotiation %s from %s refused: %s: %s", type_, peer, reason, detail)
+        return refusal(type_, reason, detail)
 
     def add(self, type_: str, handler: Handler) -> None:
         self.handlers[type_] = handler
@@ -89,23 +123,27 @@ class Negotiator:
     async def _serve(self, peer_id: Any, msg: Any) -> dict:
         import msgpack
 
+        peer = str(peer_id or "")
+        if peer != self.ctx.keys.peer_id and not self.limit.allow(peer):
+            return self._refuse("unknown", "rate_limited", f"more than {self.limit.burst:g} requests at once or "
+                                f"{self.limit.rate:g}/s from this peer; retry later", peer)
         limit = MAX_PUSH if isinstance(msg, dict) and msg.get("type") in (ROUND_MODEL, ROUND_UPDATE) else MAX_MESSAGE
         if len(msgpack.packb(msg, use_bin_type=True)) > limit:
-            return refusal("unknown", "malformed", f"this negotiation message is limited to {limit} bytes")
+            return self._refuse("unknown", "malformed", f"this negotiation message is limited to {limit} bytes", peer)
         if not isinstance(msg, dict) or msg.get("v") != VERSION or not isinstance(msg.get("type"), str):
-            return refusal("unknown", "malformed", f"a {PROTOCOL} message is a map with v = {VERSION} and a type")
+            return self._refuse("unknown", "malformed", f"a {PROTOCOL} message is a map with v = {VERSION} and a type", peer)
         type_ = msg["type"]
         handler = self.handlers.get(type_)
         if handler is None:
-            return refusal(type_, "malformed", f"this node does not serve {type_!r} (its roles: {sorted(self.handlers)})")
+            return self._refuse(type_, "malformed", f"this node does not serve {type_!r} (its roles: {sorted(self.handlers)})",
+                                peer)
         try:
-            return await handler(msg, str(peer_id or ""))
+            return await handler(msg, peer)
         except Refused as exc:
-            log.info("refused %s: %s", type_, exc)
-            return refusal(type_, exc.reason, exc.detail)
+            return self._refuse(type_, exc.reason, exc.detail, peer)
         except DainodeError as exc:
             log.warning("%s could not be served: %s", type_, exc)
-            return refusal(type_, "internal", str(exc))
+            return self._refuse(type_, "internal", str(exc), peer)
 
     async def request(self, peer_id: str, msg: dict, timeout: float) -> dict:
         """Send to `peer_id` (or serve locally when it is this node); a refusal comes back as a dict with ok False."""

@@ -27,6 +27,7 @@ class TaskQueries(Service):
         self.ctx = ctx
         self.tc = None
         self._results: dict[str, dict] = {}  # round-result documents by CID (immutable)
+        self.announcements = None
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         if self.ctx.chain is not None:
@@ -36,8 +37,16 @@ class TaskQueries(Service):
                 self.tc = TaskChain(self.ctx.chain, patience_s=0)  # a user waits on these: fail fast
             except DainodeError as exc:
                 log.info("task queries unavailable: %s", exc)
-        task_status.started()
-        await trio.sleep_forever()
+        if self.tc is None:
+            task_status.started()
+            await trio.sleep_forever()
+        from dainode.roles.taskannounce import TaskAnnouncements
+
+        self.announcements = TaskAnnouncements(self.ctx, self.tc)
+        async with trio.open_nursery() as n:
+            n.start_soon(self.announcements.run)
+            task_status.started()
+            await trio.sleep_forever()
 
     def rpc_methods(self) -> dict[str, Any]:
         return {"task_list": self.rpc_list, "task_status": self.rpc_status}
@@ -132,6 +141,7 @@ class TaskQueries(Service):
         for mid, m in matches.items():
             ok = m.pop("_rounds") & closed
             m["updates_accepted"] = len(ok)
+            m["rounds_accepted"] = sorted(ok)
             p = m["compute_price_wei"]
             m["compute_earned_wei"] = sum(p * (r + 1) // R - p * r // R for r in ok)
             if mid < len(bonuses):
@@ -150,6 +160,19 @@ class TaskQueries(Service):
                 doc = await self._result(cid)
                 if doc:
                     history.append({"round": r, "accuracy": doc.get("accuracy"), "loss": doc.get("loss")})
+        from dainode.roles.rejections import rejections
+
+        rejected = rejections(self.ctx).snapshot(task_id)  # this node's own refusals; updates: as the model provider saw them
+        rejected["updates_on_chain"] = {}
+        for m in matches.values():
+            for rj in m["updates_rejected"]:
+                rejected["updates_on_chain"][rj["reason"]] = rejected["updates_on_chain"].get(rj["reason"], 0) + 1
+            m["updates_rejected_by_reason"] = {}
+            for rj in m["updates_rejected"]:
+                m["updates_rejected_by_reason"][rj["reason"]] = m["updates_rejected_by_reason"].get(rj["reason"], 0) + 1
+        neg = getattr(self.ctx, "_negotiator", None)
+        if neg is not None:
+            rejected["negotiation"] = neg.stats()
         money = ("data_price_wei", "compute_price_wei", "compute_earned_wei", "bonus_wei", "earned_wei", "paid_wei")
         out_matches = [{k: (str(v) if k in money else v) for k, v in m.items()} for _, m in sorted(matches.items())]
         return {
@@ -159,7 +182,7 @@ class TaskQueries(Service):
             "bonus_wei": str(int(ts.bonus)), "escrow_wei": str(int(ts.escrow)), "bonuses_wei": [str(b) for b in bonuses],
             "refund_wei": str(refund), "credited_wei": {k: str(v) for k, v in sorted(credited.items())},
             "report_dir": ldoc.get("report_dir"), "failures": ldoc.get("failures", []), "timings": ldoc.get("timings", []),
-            "name": ldoc.get("name"), **(await self._privacy(opened[0], ldoc)),
+            "name": ldoc.get("name"), "rejections": rejected, **(await self._privacy(opened[0], ldoc)),
         }
 
     async def _privacy(self, opened, ldoc: dict) -> dict:

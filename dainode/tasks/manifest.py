@@ -64,6 +64,7 @@ class TaskSection:
     clip_norm: float | None = None
     contribution: str = "shapley"
     contribution_utility: str = "loss"
+    quorum_lost_rounds: int | None = None  # abandon after this many rounds running end below quorum (None: never)
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,8 @@ def _task(t: Table) -> TaskSection:
         seed=t.int("seed", lo=0, hi=2**32 - 1), aggregation_params=params,
         clip_norm=t.float("clip_norm", lo=0, lo_open=True, optional=True),
         contribution=t.str("contribution", choices=CONTRIBUTION_METHODS, default="shapley"),
-        contribution_utility=t.str("contribution_utility", choices=UTILITIES, default="loss"))
+        contribution_utility=t.str("contribution_utility", choices=UTILITIES, default="loss"),
+        quorum_lost_rounds=t.int("quorum_lost_rounds", lo=0, hi=MAX_ROUNDS, default=0) or None)
     reserved = providers * (sec.max_data_price_wei + sec.max_compute_price_wei)
     if reserved > sec.reward_pool_wei:
         raise t.fail("reward_pool_wei", str(sec.reward_pool_wei),

@@ -48,7 +48,7 @@ async def test_matching_asks_an_unreachable_data_provider_again(monkeypatch):
     run.candidates = lambda tried: [offer] if offer.offer_id not in tried else []
     asks = []
 
-    async def ask(o, lock):
+    async def ask(o, lock, tried=None):
         asks.append(o.offer_id)
         if len(asks) == 1:
             run.unreachable.add(o.offer_id)  # what ask() does on a P2PError (no known addresses)
@@ -67,3 +67,24 @@ async def test_matching_asks_an_unreachable_data_provider_again(monkeypatch):
     with trio.fail_after(10):
         await run.match()
     assert asks == [3, 3] and run.phase == "training"
+
+
+async def test_an_offer_refused_for_a_transient_reason_is_asked_again_a_refusal_on_terms_is_not(autojump_clock):
+    from types import SimpleNamespace
+
+    replies = {1: {"ok": False, "reason": "internal", "detail": "eth_getProof failed: BlockOutOfRangeError"},
+               2: {"ok": False, "reason": "price", "detail": "too cheap"}}
+
+    class Neg:
+        async def request(self, peer, msg, timeout):
+            return replies[msg["data_offer_id"]]
+
+    run = TaskRun.__new__(TaskRun)
+    run.task_id = 7
+    run.ref = SimpleNamespace(chain_id=31337, task_address="0x" + "5f" * 20)
+    run.manifest = SimpleNamespace(task=SimpleNamespace(max_compute_price_wei=1))
+    run.role = SimpleNamespace(negotiator=Neg(), manifest_cid=lambda tid: "bafy")
+    tried = {1, 2}
+    for oid in (1, 2):
+        await run.ask(SimpleNamespace(offer_id=oid, peer_id="p", price_wei=1), trio.Lock(), tried)
+    assert tried == {2}

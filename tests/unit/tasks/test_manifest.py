@@ -191,3 +191,14 @@ def test_example_documents_every_key():
                                                                          "fraction", "seed", "part", "clip_norm"]
     for k in keys:
         assert f"{k} =" in text, f"{k} is not documented in {EXAMPLE.name}"
+
+
+def test_quorum_lost_rounds_is_optional_and_leaves_the_document_alone_when_unset():
+    from tests.unit.tasks.helpers import manifest_doc
+
+    plain = parse_manifest(manifest_doc())
+    assert plain.task.quorum_lost_rounds is None and "quorum_lost_rounds" not in plain.to_document()["task"]
+    m = parse_manifest(manifest_doc(quorum_lost_rounds=2))
+    assert m.task.quorum_lost_rounds == 2 and Manifest.from_bytes(m.to_bytes()).task.quorum_lost_rounds == 2
+    with pytest.raises(ConfigError, match="quorum_lost_rounds"):
+        parse_manifest(manifest_doc(quorum_lost_rounds=-1))
