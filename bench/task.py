@@ -2,8 +2,9 @@
 
 usage: .venv/bin/python bench/task.py [--rounds N] [--json]
 
-Starts a relay (dev chain, no roles), a model provider and 4 `--roles data,compute` daemons, each
-offering a quarter of digits, runs the 4-provider MLP task of tests/integration/test_task_e2e.py and
+Starts the default local testnet (dainode.localnet: anvil, a relay with no roles, a model provider and 4
+`--roles data,compute` daemons, each offering a quarter of digits), runs the 4-provider MLP task of
+tests/integration/test_task_e2e.py and
 prints, from `task_status.timings` (recorded by the model provider each round):
   wait_updates  round opened -> every update in: the CPs' event latency, model fetch (bitswap),
                 envelope open, local training (JAX), update seal + put, submitUpdate tx + receipt,
@@ -29,8 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.daemon import DaemonProcess, run_cli  # noqa: E402
-from tests.integration.test_task_e2e import COMPUTE_PRICE, DATA_PRICE, MANIFEST, quarters  # noqa: E402
+from dainode.localnet import DaemonProcess, run_cli  # noqa: E402
+from dainode.localnet.network import Testnet, layout  # noqa: E402
+from dainode.localnet.workload import task_manifest  # noqa: E402
 
 FLOWER_DEPLOYMENT_S, FLOWER_SIM_S, BARE_MS = 9.5, 0.21, 4.0
 PARTS = ("wait_updates_ms", "aggregate_eval_ms", "publish_ms")
@@ -65,30 +67,13 @@ def wait_for(fn, timeout: float, every: float = 0.5):
 
 
 def run(rounds: int, as_json: bool) -> int:
-    base = Path(tempfile.mkdtemp(prefix="dainode-bench-task-"))
-    nodes: list[DaemonProcess] = []
+    net = Testnet(Path(tempfile.mkdtemp(prefix="dainode-bench-task-")), fund_wei=10 * 10**18)
     try:
-        relay = DaemonProcess(base, "relay", roles=None, chain="dev")
-        nodes.append(relay)
-        relay.start(timeout=120)
-        url = relay.rpc("chain_info")["endpoint"]
-        env = {"DAINODE_CHAIN_DEPLOYMENT_FILE": str(relay.data_dir / "deployment.json")}
-        mp = DaemonProcess(base, "mp", roles=["model"], chain=url, bootstrap=[relay.multiaddr], env=env)
-        nodes.append(mp)
-        mp.start(timeout=120)
-        providers = [DaemonProcess(base, f"p{i}", roles=["data", "compute"], chain=url, bootstrap=[relay.multiaddr, mp.multiaddr],
-                                   env=env) for i in range(4)]
-        for n in [mp, *providers]:
-            if n is not mp:
-                nodes.append(n)
-                n.start(timeout=120)
-            run_cli("chain", "fund", n.info["address"], "--eth", "10", "--data-dir", str(relay.data_dir))
-        for n, f in zip(providers, quarters(base)):
-            run_cli("offer", "data", "--dataset", str(f), "--price", str(DATA_PRICE), "--data-dir", str(n.data_dir), timeout=300)
-            run_cli("offer", "compute", "--price", str(COMPUTE_PRICE), "--data-dir", str(n.data_dir), timeout=300)
-        wait_for(lambda: len([o for o in mp.rpc("offer_list", kind="data") if o["verified"]]) >= 4, 120)
-        manifest = base / "task.toml"
-        manifest.write_text(MANIFEST.replace("rounds = 10", f"rounds = {rounds}"))
+        net.up(layout("default", 5))
+        net.offer_all()
+        relay, mp, providers = net.relay, net.model, net.by_role("data")
+        manifest = net.root / "task.toml"
+        manifest.write_text(task_manifest(providers=4, rounds=rounds, name="digits-mlp-e2e", pool_wei=4 * 10**18))
         out = run_cli("task", "create", str(manifest), "--json", "--data-dir", str(mp.data_dir), timeout=300)
         task_id = json.loads(out.stdout)["task_id"]
         status = wait_for(lambda: (lambda s: s if s["phase"] in ("split_posted", "final", "abandoned") else None)(
@@ -127,8 +112,7 @@ def run(rounds: int, as_json: bool) -> int:
         print(f"task verify on the relay: {verdict} in {verify_s:.1f} s")
         return 0
     finally:
-        for n in nodes:
-            n.stop()
+        net.down()
 
 
 def main() -> int:

@@ -96,6 +96,8 @@ def _same_process(rec: dict) -> psutil.Process | None:
 class Testnet:
     """A testnet under ``root``: `up` starts it, `attach` finds a running one, `down` stops it by recorded PID."""
 
+    __test__ = False  # not a pytest class
+
     root: Path
     detach: bool = False  # daemons and anvil in their own sessions: they outlive the launching script
     fund_wei: int = 100 * ETH
@@ -104,6 +106,7 @@ class Testnet:
     nodes: dict[str, DaemonProcess] = field(default_factory=dict)
     anvil: subprocess.Popen | None = None
     record: dict = field(default_factory=dict)
+    shards: dict[str, Path] = field(default_factory=dict)  # data node -> the file it offered (offer_all)
 
     def __post_init__(self):
         self.root = Path(self.root).resolve()
@@ -246,14 +249,21 @@ class Testnet:
                 except psutil.NoSuchProcess:
                     pass
             psutil.wait_procs(alive, timeout=10)
-        for node in self.nodes.values():  # reap our own children (no zombies left behind)
+        for node in self.nodes.values():  # our own children: reaped (no zombies), and a node a test restarted stopped
             if node.proc is not None:
-                node.proc.poll()
+                node.stop()
         if self.anvil is not None:
             self.anvil.poll()
+            if self.anvil.returncode is None:
+                self.anvil.kill()
+                self.anvil.wait(10)
         return [r for r, _ in live]
 
     # --- using it ----------------------------------------------------------------------
+
+    @property
+    def specs_by_name(self) -> dict[str, NodeSpec]:
+        return {s.name: s for s in self.specs}
 
     def by_role(self, role: str) -> list[DaemonProcess]:
         return [self.nodes[s.name] for s in self.specs if role in s.roles]
@@ -272,22 +282,25 @@ class Testnet:
     def offer_all(self, *, data_price: int = DATA_PRICE_WEI, compute_price: int = COMPUTE_PRICE_WEI,
                   files: list[Path] | None = None, timeout: float = 300.0) -> dict[str, list[dict]]:
         """Every data node offers one digits shard, every compute node offers compute (the CLI, as a user would);
-        waits until the model provider has indexed and verified every data offer. Returns name -> offers."""
+        waits until the model provider has indexed and verified every data offer and every data-only node every
+        compute offer (it picks its computation provider from them). Returns name -> offers."""
         data, compute = self.by_role("data"), self.by_role("compute")
         files = files or shard_files(self.root / "shards", len(data))
+        self.shards = {node.name: Path(f) for node, f in zip(data, files)}
         out: dict[str, list[dict]] = {}
         for node, f in zip(data, files):
             out.setdefault(node.name, []).append(
                 self.cli_json(node, "offer", "data", "--dataset", str(f), "--price", str(data_price), timeout=timeout))
         for node in compute:
             out.setdefault(node.name, []).append(self.cli_json(node, "offer", "compute", "--price", str(compute_price), timeout=timeout))
-        mp = self.model
+        waits = [(self.model, "data", len(data))]
+        waits += [(n, "compute", len(compute)) for n in data if "compute" not in self.specs_by_name[n.name].roles]
         deadline = time.monotonic() + timeout
-        while len([o for o in mp.rpc("offer_list", kind="data") if o["verified"]]) < len(data):
-            if time.monotonic() > deadline:
-                raise LocalnetError(f"the model provider indexed fewer than {len(data)} data offers in {timeout:g} s; "
-                                    f"see {mp.log_path}")
-            time.sleep(0.5)
+        for node, kind, want in waits:
+            while len([o for o in node.rpc("offer_list", kind=kind) if o["verified"]]) < want:
+                if time.monotonic() > deadline:
+                    raise LocalnetError(f"{node.name} indexed fewer than {want} {kind} offers in {timeout:g} s; see {node.log_path}")
+                time.sleep(0.5)
         return out
 
     @staticmethod

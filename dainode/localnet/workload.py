@@ -34,7 +34,8 @@ def shard_files(base: Path, n: int, prefix: str = "digits-shard") -> list[Path]:
 
 def task_manifest(*, providers: int, rounds: int = 10, name: str = "digits-mlp", quorum: int | None = None,
                   layers: tuple[int, ...] = (64, 128, 10), momentum: bool = True, round_window_s: int = 5,
-                  pool_wei: int | None = None, privacy: str = "fl", lr: float = 0.1) -> str:
+                  pool_wei: int | None = None, privacy: str = "fl", lr: float = 0.1,
+                  max_data_price_wei: int = MAX_DATA_PRICE_WEI, max_compute_price_wei: int = MAX_COMPUTE_PRICE_WEI) -> str:
     """A task manifest (TOML, every key of config/task.example.toml that matters here) for ``providers`` digits shards.
 
     The pool is 1 ETH per provider (it must cover providers x (max data + max compute price)); the rest after the
@@ -52,8 +53,8 @@ quorum = {quorum if quorum is not None else providers}
 aggregation = "fedavg"
 privacy = "{privacy}"
 reward_pool_wei = "{pool}"
-max_data_price_wei = "{MAX_DATA_PRICE_WEI}"
-max_compute_price_wei = "{MAX_COMPUTE_PRICE_WEI}"
+max_data_price_wei = "{max_data_price_wei}"
+max_compute_price_wei = "{max_compute_price_wei}"
 seed = 0
 
 [model]
