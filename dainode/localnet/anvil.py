@@ -55,8 +55,10 @@ def wait_anvil(proc: subprocess.Popen, url: str, log: Path, timeout: float = 30.
             time.sleep(0.05)
 
 
-def deploy(url: str, deployment_file: Path) -> dict:
-    """Deploy the compiled contracts (contracts/build) with DEV_KEY and write the deployment file nodes read."""
+def deploy(url: str, deployment_file: Path, key: str = DEV_KEY, authority: str | None = None) -> dict:
+    """Deploy the compiled contracts (contracts/build) with ``key`` (default DEV_KEY, for anvil) to the chain at ``url``
+    and write the deployment file nodes read (`chain.deployment_file`). ``authority``: the contracts' authority and
+    default arbiter (None: the deployer). Used by scripts/testnet and scripts/deploy-contracts (any chain)."""
     import trio
     from eth_account import Account
 
@@ -70,10 +72,12 @@ def deploy(url: str, deployment_file: Path) -> dict:
     async def go() -> dict:
         rpc = RpcClient(url)
         try:
-            signer = Signer(Account.from_key(DEV_KEY))
+            signer = Signer(Account.from_key(key))
             contracts = load_contracts()
-            tx = TxManager(rpc, signer, NonceManager(rpc, signer.address), contracts, chain_id=CHAIN_ID)
-            return await deploy_contracts(tx, contracts, load_deploy_spec())
+            chain_id = int(await rpc.call("eth_chainId"), 16)
+            tx = TxManager(rpc, signer, NonceManager(rpc, signer.address), contracts, chain_id=chain_id)
+            overrides = {n: {"authority": authority} for n in ("DataTransfer", "TrainingTask")} if authority else None
+            return await deploy_contracts(tx, contracts, load_deploy_spec(), overrides)
         finally:
             await rpc.aclose()
 
