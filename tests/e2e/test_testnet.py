@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "testnet"
 
 
-def testnet(folder: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+def run_testnet(folder: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), "--dir", str(folder), *args], env=daemon_env(), capture_output=True,
                           text=True, timeout=timeout)
 
@@ -41,20 +41,20 @@ def in_folder(folder: Path) -> list[psutil.Process]:
 def test_up_status_logs_down_on_the_split_layout(tmp_path):
     folder = tmp_path / "tn"
     try:
-        up = testnet(folder, "up", "--nodes", "3", "--layout", "split")
+        up = run_testnet(folder, "up", "--nodes", "3", "--layout", "split")
         assert up.returncode == 0, up.stdout + up.stderr
         rows = {line.split()[0]: line.split() for line in up.stdout.splitlines() if line.split() and
                 line.split()[0] in ("model", "data1", "compute1", "relay")}
         assert {n: r[1] for n, r in rows.items()} == {"model": "model", "data1": "data", "compute1": "compute", "relay": "relay"}
         record = json.loads((folder / "testnet.json").read_text())
-        st = testnet(folder, "status")
+        st = run_testnet(folder, "status")
         assert st.returncode == 0, st.stdout + st.stderr
         assert st.stdout.count(" running  roles ") == 4 and "peers 3 " in st.stdout, st.stdout
-        logs = testnet(folder, "logs", "relay")
+        logs = run_testnet(folder, "logs", "relay")
         assert logs.returncode == 0 and "dainode" in logs.stdout.lower()
-        bad = testnet(folder, "logs", "nobody")
+        bad = run_testnet(folder, "logs", "nobody")
         assert bad.returncode == 1 and "no node 'nobody'" in bad.stderr and "relay" in bad.stderr
-        again = testnet(folder, "up")
+        again = run_testnet(folder, "up")
         assert again.returncode == 1 and "already running" in again.stderr
         # the README documents every admin RPC method a node of any role serves
         from dainode.localnet.network import Testnet
@@ -67,7 +67,7 @@ def test_up_status_logs_down_on_the_split_layout(tmp_path):
         missing = sorted(m for m in methods if f"`{m}`" not in readme)
         assert not missing, f"README.md does not document these admin RPC methods: {missing}"
     finally:
-        down = testnet(folder, "down")
+        down = run_testnet(folder, "down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert "down: stopped 5 processes" in down.stdout, down.stdout
     assert alive(record["processes"]) == [] and in_folder(folder) == []
@@ -97,7 +97,7 @@ def test_down_after_kill_9_of_the_script_during_up_stops_everything(tmp_path):
         if script.poll() is None:
             script.kill()
             script.wait()
-        down = testnet(folder, "down")
+        down = run_testnet(folder, "down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert "down: stopped 4 processes" in down.stdout, down.stdout
     assert alive(record["processes"]) == [] and in_folder(folder) == []
