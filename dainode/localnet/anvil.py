@@ -19,8 +19,10 @@ CHAIN_ID = 31337
 def anvil_argv(port: int) -> list[str]:
     from dainode.chain.devchain import find_anvil
 
-    return [str(find_anvil()), "--host", "127.0.0.1", "--port", str(port), "--silent", "--prune-history",
-            "--chain-id", str(CHAIN_ID)]
+    # no --prune-history: with it anvil answers eth_getProof / eth_call at a block just behind the head with
+    # BlockOutOfRangeError, which made a data provider refuse a match (its escrow check) in an 8-node run; a testnet's
+    # task is a few hundred blocks, far from where plain anvil slows down
+    return [str(find_anvil()), "--host", "127.0.0.1", "--port", str(port), "--silent", "--chain-id", str(CHAIN_ID)]
 
 
 def start_anvil(workdir: Path, port: int, *, detach: bool = False) -> subprocess.Popen:

@@ -12,7 +12,8 @@ from dainode.chain.devchain import read_deployment
 from tests.integration.chain_env import DEV_KEY_2, AnvilProcess
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "deploy-contracts"
-AUTHORITY = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+DEPLOYER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"  # DEV_KEY_2's address
+AUTHORITY = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"  # another account
 
 
 def test_deploys_the_three_contracts_with_a_key_file_and_writes_the_deployment(tmp_path):
@@ -24,7 +25,7 @@ def test_deploys_the_three_contracts_with_a_key_file_and_writes_the_deployment(t
                               "--key-file", str(key), "--authority", AUTHORITY], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stdout + out.stderr
         d = read_deployment(tmp_path / "d.json")
-        assert d["chain_id"] == 31337 and d["deployer"] == "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+        assert d["chain_id"] == 31337 and d["deployer"] == DEPLOYER
         assert sorted(d["contracts"]) == ["DataTransfer", "Registry", "TrainingTask"]
         for name, address in d["contracts"].items():
             assert len(anvil.rpc("eth_getCode", address, "latest")) > 2, name
