@@ -1,4 +1,4 @@
-"""`make demo`'s path end to end (fewer rounds): scripts/testnet up, demo, down; the task runs across the daemons, is
+"""`make demo`'s path end to end (5 rounds instead of 10): scripts/testnet up, demo, down; the task runs across the daemons, is
 paid and verified PASS on the relay, and no process the demo started is left (checked by the recorded PIDs)."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def test_make_demo_runs_the_task_across_daemons_pays_verifies_and_stops_everythi
     folder = tmp_path / "testnet"
     env = daemon_env(DAINODE_TESTNET_DIR=str(folder))
     # `-o install`: the recipe exactly as `make demo` runs it, without re-running the installer of a checked-out tree
-    out = subprocess.run(["make", "-s", "-o", "install", "demo", "DEMO_ARGS=--rounds 3", f"PY={sys.executable}"],
+    out = subprocess.run(["make", "-s", "-o", "install", "demo", "DEMO_ARGS=--rounds 5", f"PY={sys.executable}"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1100)
     text = out.stdout
     assert out.returncode == 0, text[-4000:] + out.stderr[-3000:]
@@ -46,15 +46,15 @@ def test_make_demo_runs_the_task_across_daemons_pays_verifies_and_stops_everythi
         row = next(line for line in text.splitlines() if line.startswith(r["name"] + " "))
         assert r["peer_id"] in row and r["address"] in row and "100.000000 ETH" in row and r["socket"] in row, row
     # the task: one plain line per round (stdout is not a terminal), final accuracy, payouts, verify on the relay
-    assert [ln.split(" accuracy ")[0] for ln in text.splitlines() if re.match(r"round \d+/3 accuracy", ln)] == \
-        ["round 1/3", "round 2/3", "round 3/3"], text
+    assert [ln.split(" accuracy ")[0] for ln in text.splitlines() if re.match(r"round \d+/5 accuracy", ln)] == \
+        [f"round {i}/5" for i in range(1, 6)], text
     acc = float(re.search(r"final accuracy (\d\.\d+)", text).group(1))
     assert acc >= 0.90, text
     for n in ("node1", "node2", "node3", "node4"):
         assert re.search(rf"^  {n} +\d+ wei  \d+\.\d+ ETH$", text, re.M), f"no payout line for {n}:\n{text}"
         assert re.search(rf"{n} data price \d+ wei \+ contribution bonus \d+ wei; {n} compute \d+ wei", text), text
     assert "task verify on relay (took no part in the task):" in text
-    assert re.search(r"task \d+: PASS  \(phase final, 3 rounds, 4 matches\)", text), text
+    assert re.search(r"task \d+: PASS  \(phase final, 5 rounds, 4 matches\)", text), text
     report = Path(re.search(r"^report: (\S+)$", text, re.M).group(1))
     assert json.loads(report.read_text())["history"][-1]["accuracy"] == pytest.approx(acc, abs=1e-4)
     plots = re.findall(r"^plot: +(\S+\.png)$", text, re.M)
