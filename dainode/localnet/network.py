@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -152,11 +153,15 @@ class Testnet:
         """Start anvil, deploy, init + fund + configure + launch every node, wait until all see each other.
 
         Any failure stops what was started (by PID) before it is raised."""
-        self.root.mkdir(parents=True, exist_ok=True)
         if self.state_path.exists():
             old = Testnet.attach(self.root)
             if old.running():
                 raise LocalnetError(f"a testnet is already running in {self.root}; run `scripts/testnet down` first")
+            shutil.rmtree(self.root)  # a stopped testnet: its keys, state and chain are of no use to a new one
+        elif self.root.exists() and any(self.root.iterdir()):
+            raise LocalnetError(f"{self.root} is not empty and holds no {STATE_FILE}: not a testnet folder; "
+                                "choose another with --dir (or empty it)")
+        self.root.mkdir(parents=True, exist_ok=True)
         self.specs = list(specs)
         self.record = {"version": 1, "root": str(self.root), "launcher_pid": os.getpid(), "processes": [], "nodes": []}
         self._save()

@@ -115,3 +115,25 @@ def test_up_refuses_a_folder_whose_testnet_still_runs(tmp_path):
     finally:
         p.kill()
         p.wait()
+
+
+def test_up_refuses_a_folder_that_is_not_a_testnet(tmp_path):
+    (tmp_path / "thesis.tex").write_text("precious")
+    with pytest.raises(LocalnetError, match="not a testnet folder"):
+        Testnet(tmp_path).up([NodeSpec("model", ("model",))])
+    assert (tmp_path / "thesis.tex").read_text() == "precious"
+
+
+def test_up_clears_a_stopped_testnet_before_starting_again(tmp_path, monkeypatch):
+    """A second `make demo` in the same folder: the old node dirs (whose `dainode init` would refuse) are gone first."""
+    _record(tmp_path, {})
+    (tmp_path / "node1").mkdir()
+    (tmp_path / "node1" / "state.db").write_text("old chain's state")
+    started = []
+
+    def fake_up(self, timeout, progress):
+        started.append(sorted(p.name for p in self.root.iterdir()))
+
+    monkeypatch.setattr(Testnet, "_up", fake_up)
+    Testnet(tmp_path).up([NodeSpec("model", ("model",))])
+    assert started == [[STATE_FILE]]  # only the new record
