@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 .PHONY: install test demo bench clean-venv help
 
 help:
-	@echo "make demo     install what is missing, run a local multi-node network and a training task"
+	@echo "make demo     install what is missing, start a local testnet, run a training task across it, stop it"
 	@echo "make test     install what is missing and run the whole test suite"
 	@echo "make install  create .venv/ and node_modules/"
 
@@ -37,8 +37,15 @@ test: install
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+# The demo: scripts/testnet up (anvil + 6 daemons), demo (offers, a 10-round task across the daemons, payouts,
+# `task verify` on the relay), and down (by recorded PID) whatever happened; exit 0 only if the task completed,
+# verified PASS and reached the accuracy. UP_ARGS / DEMO_ARGS pass options (e.g. DEMO_ARGS="--rounds 3").
+# The testnet folder is $DAINODE_TESTNET_DIR (default .testnet/).
+UP_ARGS ?=
+DEMO_ARGS ?=
 demo: install
-	$(PY) scripts/demo.py
+	@$(PY) scripts/testnet up $(UP_ARGS) && $(PY) scripts/testnet demo $(DEMO_ARGS); rc=$$?; \
+	$(PY) scripts/testnet down; exit $$rc
 
 clean-venv:
 	rm -rf $(VENV) $(SLITHER_VENV) node_modules

@@ -2,8 +2,8 @@
 
 usage: .venv/bin/python bench/task.py [--rounds N] [--json] [--no-push] [--profile NODE]
 
-Starts a relay (dev chain, no roles), a model provider and 4 `--roles data,compute` daemons, each
-offering a quarter of digits, runs the 4-provider MLP task of tests/integration/test_task_e2e.py and
+Starts the default local testnet (dainode.localnet: anvil, a relay with no roles, a model provider and 4
+`--roles data,compute` daemons, each offering a quarter of digits), runs the 4-provider MLP task of tests/integration/test_task_e2e.py and
 prints the median wall time per round (publishGlobalModel receipt to the next one, at the model provider)
 and the round's critical path split into the parts of COLS below: the model provider's timings (task_status)
 and each compute provider's (its State, read-only), joined by match id; cross-node latencies (chain event
@@ -22,13 +22,15 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.daemon import DaemonProcess, run_cli  # noqa: E402
-from tests.integration.test_task_e2e import COMPUTE_PRICE, DATA_PRICE, MANIFEST, quarters  # noqa: E402
+from dainode.localnet import DaemonProcess, run_cli  # noqa: E402
+from dainode.localnet.network import Testnet, layout  # noqa: E402
+from dainode.localnet.workload import task_manifest  # noqa: E402
 
 FLOWER_DEPLOYMENT_S, FLOWER_SIM_S, BARE_MS = 9.5, 0.21, 4.0
 #: the breakdown's columns: the round's critical path (the compute provider whose update the MP opened last), in order
@@ -62,15 +64,6 @@ def cpu_s(node: DaemonProcess) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, AttributeError, IndexError, ValueError):
         return float("nan")
-
-
-class ProfiledDaemon(DaemonProcess):
-    """A daemon under cProfile (stats written when it exits on SIGTERM)."""
-
-    profile_path: Path
-
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "cProfile", "-o", str(self.profile_path), "-m", "dainode", *self.args()]
 
 
 def compute_timings(node: DaemonProcess, task_id: int) -> list[dict]:
@@ -142,37 +135,21 @@ def wait_for(fn, timeout: float, every: float = 0.5):
 
 
 def run(rounds: int, as_json: bool, no_push: bool = False, profile: str | None = None) -> int:
-    base = Path(tempfile.mkdtemp(prefix="dainode-bench-task-"))
-    nodes: list[DaemonProcess] = []
+    net = Testnet(Path(tempfile.mkdtemp(prefix="dainode-bench-task-")), fund_wei=10 * 10**18)
+    if no_push:
+        os.environ["DAINODE_TASK_PUSH"] = "0"  # the daemons inherit it
+    specs = layout("default", 5)
+    if profile:  # that node runs under cProfile (stats written when it exits on SIGTERM)
+        prof = str(net.root / f"{profile}.prof")
+        specs = [replace(s, argv0=(sys.executable, "-m", "cProfile", "-o", prof, "-m", "dainode")) if s.name == profile else s
+                 for s in specs]
     try:
-        relay = DaemonProcess(base, "relay", roles=None, chain="dev")
-        nodes.append(relay)
-        relay.start(timeout=120)
-        url = relay.rpc("chain_info")["endpoint"]
-        env = {"DAINODE_CHAIN_DEPLOYMENT_FILE": str(relay.data_dir / "deployment.json"), **({"DAINODE_TASK_PUSH": "0"} if no_push else {})}
-        def daemon(name: str, **kw) -> DaemonProcess:
-            if name != profile:
-                return DaemonProcess(base, name, **kw)
-            d = ProfiledDaemon(base, name, **kw)
-            d.profile_path = base / f"{name}.prof"
-            return d
-
-        mp = daemon("mp", roles=["model"], chain=url, bootstrap=[relay.multiaddr], env=env)
-        nodes.append(mp)
-        mp.start(timeout=120)
-        providers = [daemon(f"p{i}", roles=["data", "compute"], chain=url, bootstrap=[relay.multiaddr, mp.multiaddr],
-                            env=env) for i in range(4)]
-        for n in [mp, *providers]:
-            if n is not mp:
-                nodes.append(n)
-                n.start(timeout=120)
-            run_cli("chain", "fund", n.info["address"], "--eth", "10", "--data-dir", str(relay.data_dir))
-        for n, f in zip(providers, quarters(base)):
-            run_cli("offer", "data", "--dataset", str(f), "--price", str(DATA_PRICE), "--data-dir", str(n.data_dir), timeout=300)
-            run_cli("offer", "compute", "--price", str(COMPUTE_PRICE), "--data-dir", str(n.data_dir), timeout=300)
-        wait_for(lambda: len([o for o in mp.rpc("offer_list", kind="data") if o["verified"]]) >= 4, 120)
-        manifest = base / "task.toml"
-        manifest.write_text(MANIFEST.replace("rounds = 10", f"rounds = {rounds}"))
+        net.up(specs)
+        net.offer_all()
+        relay, mp, providers = net.relay, net.model, net.by_role("data")
+        nodes = list(net.nodes.values())
+        manifest = net.root / "task.toml"
+        manifest.write_text(task_manifest(providers=4, rounds=rounds, name="digits-mlp-e2e", pool_wei=4 * 10**18))
         out = run_cli("task", "create", str(manifest), "--json", "--data-dir", str(mp.data_dir), timeout=300)
         task_id = json.loads(out.stdout)["task_id"]
         wait_for(lambda: mp.rpc("task_status", task_id=task_id)["phase"] != "matching", 300, every=0.05)
@@ -229,7 +206,7 @@ def run(rounds: int, as_json: bool, no_push: bool = False, profile: str | None =
             prof_node = next(n for n in nodes if n.name == profile)
             prof_node.stop()
             print(f"profile of {profile} (whole run), top 30 by own time:")
-            pstats.Stats(str(prof_node.profile_path)).sort_stats("tottime").print_stats(30)
+            pstats.Stats(prof).sort_stats("tottime").print_stats(30)
         print(f"median wall per round: {med:.1f} ms (target <= 100 ms); the MP's own round timer: "
               f"{result['median_mp_total_ms']:.1f} ms")
         print(f"vs Flower 1.42 deployment (~9.5 s): {result['vs_flower_deployment']:.1f}x faster; vs its simulation (~0.21 s): "
@@ -237,8 +214,7 @@ def run(rounds: int, as_json: bool, no_push: bool = False, profile: str | None =
         print(f"task verify on the relay: {verdict} in {verify_s:.1f} s")
         return 0
     finally:
-        for n in nodes:
-            n.stop()
+        net.down()
 
 
 def main() -> int:
@@ -246,7 +222,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-push", action="store_true", help="the nodes fetch every document by CID (DAINODE_TASK_PUSH=0)")
-    ap.add_argument("--profile", metavar="NODE", help="run NODE (mp, p0..p3) under cProfile and print its top functions")
+    ap.add_argument("--profile", metavar="NODE", help="run NODE (model, node1..node4) under cProfile and print its top functions")
     args = ap.parse_args()
     return run(args.rounds, args.json, args.no_push, args.profile)
 

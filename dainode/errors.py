@@ -238,3 +238,7 @@ class DocumentRejected(TaskError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class LocalnetError(DainodeError):
+    """The local testnet (dainode.localnet: anvil and daemons on this machine) could not be started, found or stopped."""

@@ -11,7 +11,8 @@ from eth_utils import keccak
 from dainode.chain.devchain import deploy_contracts, load_deploy_spec, write_deployment
 from tests.integration.chain_env import AnvilProcess, make_client
 from tests.integration.daemon import run_cli
-from tests.integration.test_task_verify_e2e import MANIFEST, halves
+from dainode.localnet.workload import shard_files
+from tests.integration.test_task_verify_e2e import MANIFEST
 
 OUTAGE_S = 30.0
 REGISTERED_TOPIC = "0x" + keccak(text="OfferRegistered(uint256,address,uint8,uint256,bytes32,uint64)").hex()
@@ -154,7 +155,7 @@ def test_a_task_runs_across_a_30_s_chain_outage_mid_round(daemon_factory, tmp_pa
         nodes = [mp, *providers]
         for node in nodes:
             anvil.rpc("anvil_setBalance", node.info["address"], hex(10 * ETH))
-        for n, f in zip(providers, halves(tmp_path)):
+        for n, f in zip(providers, shard_files(tmp_path, 2)):
             for args in (("offer", "data", "--dataset", str(f), "--price", str(ETH // 10)), ("offer", "compute", "--price", str(ETH // 20))):
                 out = run_cli(*args, "--json", "--data-dir", str(n.data_dir), timeout=300)
                 assert out.returncode == 0, out.stderr + n.log_tail()

@@ -8,54 +8,17 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
+from dainode.localnet.network import Testnet, layout
+from dainode.localnet.workload import COMPUTE_PRICE_WEI, DATA_PRICE_WEI, task_manifest
 from tests.integration.daemon import DaemonProcess, run_cli
 
 ETH = 10**18
-DATA_PRICE = ETH // 10
-COMPUTE_PRICE = ETH // 20
+DATA_PRICE = DATA_PRICE_WEI
+COMPUTE_PRICE = COMPUTE_PRICE_WEI
 POOL = 4 * ETH
-
-MANIFEST = f"""
-[task]
-name = "digits-mlp-e2e"
-rounds = 10
-providers = 4
-local_epochs = 1
-round_window_s = 5
-quorum = 4
-aggregation = "fedavg"
-privacy = "fl"
-reward_pool_wei = "{POOL}"
-max_data_price_wei = "{ETH // 2}"
-max_compute_price_wei = "{ETH // 5}"
-seed = 0
-
-[model]
-kind = "mlp"
-layers = [64, 128, 10]
-lr = 0.1
-batch = 32
-optimizer = "momentum"
-momentum = 0.9
-
-[data]
-features = 64
-label_classes = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
-min_rows = 100
-min_quality = 0.5
-
-[test]
-dataset = "digits"
-feature_scale = 0.0625
-
-[test.split]
-fraction = 0.2
-seed = 0
-part = "test"
-"""
+MANIFEST = task_manifest(providers=4, rounds=10, name="digits-mlp-e2e", pool_wei=POOL)
 
 
 def eth(url: str, method: str, *params):
@@ -81,22 +44,6 @@ def cli_json(node: DaemonProcess, *args: str, timeout: float = 300.0):
     return json.loads(out.stdout)
 
 
-def quarters(base: Path) -> list[Path]:
-    """The train part of the manifest's digits split (features scaled to 0..1) in four files, one per provider."""
-    from dainode.ml.datasets import load_builtin, stratified_split
-
-    ds = load_builtin("digits")
-    ds.x = (np.asarray(ds.x, np.float32) * np.float32(0.0625)).astype(np.float32)
-    train, _ = stratified_split(ds, 0.2, 0)
-    parts = np.array_split(np.random.default_rng(0).permutation(len(train.y)), 4)
-    paths = []
-    for i, idx in enumerate(parts):
-        p = base / f"digits-q{i}.npz"
-        np.savez(p, x=train.x[idx].reshape(len(idx), -1), y=train.y[idx])
-        paths.append(p)
-    return paths
-
-
 def gas_spent(url: str, address: str, first_block: int) -> int:
     """Sum of gasUsed x effectiveGasPrice over every transaction `address` sent from `first_block` on."""
     total = 0
@@ -112,40 +59,18 @@ def gas_spent(url: str, address: str, first_block: int) -> int:
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    base = tmp_path_factory.mktemp("task")
-    nodes: list[DaemonProcess] = []
+    # the relay takes no part in the task; the contracts' authority (every task's default arbiter) is anvil's dev key
+    tn = Testnet(tmp_path_factory.mktemp("task"), fund_wei=10 * ETH)
     try:
-        # the relay hosts the dev chain (it deployed the contracts, so it is their authority and every task's
-        # default arbiter) and takes no part in the task
-        relay = DaemonProcess(base, "relay", roles=None, chain="dev")
-        nodes.append(relay)
-        relay.start(timeout=120)
-        url = relay.rpc("chain_info")["endpoint"]
-        env = {"DAINODE_CHAIN_DEPLOYMENT_FILE": str(relay.data_dir / "deployment.json")}
-        a = DaemonProcess(base, "mp", roles=["model"], chain=url, bootstrap=[relay.multiaddr], env=env)
-        nodes.append(a)
-        a.start(timeout=120)
-        out = run_cli("chain", "fund", a.info["address"], "--eth", "10", "--data-dir", str(relay.data_dir))
-        assert out.returncode == 0, out.stderr
-        providers = []
-        for i in range(4):
-            n = DaemonProcess(base, f"p{i}", roles=["data", "compute"], chain=url, bootstrap=[relay.multiaddr, a.multiaddr],
-                              env=env)
-            nodes.append(n)
-            providers.append(n)
-        for n in providers:  # started one after the other: 2 cores
-            n.start(timeout=120)
-            out = run_cli("chain", "fund", n.info["address"], "--eth", "10", "--data-dir", str(relay.data_dir))
-            assert out.returncode == 0, out.stderr
-        yield {"relay": relay, "a": a, "providers": providers, "url": url, "base": base, "files": quarters(base)}
+        tn.up(layout("default", 5))
+        yield {"tn": tn, "relay": tn.relay, "a": tn.model, "providers": tn.by_role("data"), "url": tn.url, "base": tn.root}
     finally:
-        for n in nodes:
-            n.stop()
+        tn.down()
 
 
 def test_bad_manifest_exits_2_before_the_chain(net, tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text(MANIFEST.replace("quorum = 4", "quorum = 9"))
+    bad.write_text(task_manifest(providers=4, name="digits-mlp-e2e", pool_wei=POOL, quorum=9))
     out = run_cli("task", "create", str(bad), "--json", "--data-dir", str(net["a"].data_dir))
     assert out.returncode == 2, out
     assert "task.quorum" in out.stderr and "9" in out.stderr
@@ -154,11 +79,7 @@ def test_bad_manifest_exits_2_before_the_chain(net, tmp_path):
 
 def test_four_provider_task_runs_to_the_end_and_pays_exactly(net, tmp_path):
     a, providers, url = net["a"], net["providers"], net["url"]
-    for n, f in zip(providers, net["files"]):
-        cli_json(n, "offer", "data", "--dataset", str(f), "--price", str(DATA_PRICE))
-        cli_json(n, "offer", "compute", "--price", str(COMPUTE_PRICE))
-    wait_for("the model provider indexed the 4 data offers",
-             lambda: len([o for o in a.rpc("offer_list", kind="data") if o["verified"]]) >= 4, 60)
+    net["tn"].offer_all(data_price=DATA_PRICE, compute_price=COMPUTE_PRICE)  # and waits until the MP indexed them
     addrs = [n.info["address"] for n in providers]
     before = {x: int(eth(url, "eth_getBalance", x, "latest"), 16) for x in addrs}
     first_block = int(eth(url, "eth_blockNumber"), 16) + 1
@@ -221,7 +142,7 @@ def test_too_few_matches_abandons_and_refunds_the_pool(net):
     """No offer fits the price cap: after the matching wait the task is abandoned, the shortfall is reported and the
     model provider gets its whole pool back (and withdraws it)."""
     a, url = net["a"], net["url"]
-    cheap = MANIFEST.replace(f'max_data_price_wei = "{ETH // 2}"', f'max_data_price_wei = "{DATA_PRICE // 2}"')
+    cheap = task_manifest(providers=4, name="digits-mlp-e2e", pool_wei=POOL, max_data_price_wei=DATA_PRICE // 2)
     out = a.rpc("task_create", manifest_toml=cheap, matching_wait_s=3, timeout=300)
     task_id = out["task_id"]
     status = wait_for("the task is abandoned", lambda: (lambda s: s if s["phase"] == "abandoned" else None)(

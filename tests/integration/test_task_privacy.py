@@ -13,52 +13,27 @@ import pytest
 
 from dainode.crypto import envelope as env
 from dainode.errors import DainodeError
+from dainode.localnet import DaemonProcess
+from dainode.localnet.network import Testnet, layout
 from dainode.tasks.keys import TaskKey
 from dainode.tasks.sealed import read_header
-from tests.integration.daemon import DaemonProcess, run_cli
-from tests.integration.test_task_verify_e2e import MANIFEST, halves, wait_for
+from tests.integration.daemon import run_cli
+from tests.integration.test_task_verify_e2e import MANIFEST, wait_for
 
 ETH = 10**18
 
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    base = tmp_path_factory.mktemp("privacy")
-    nodes: list[DaemonProcess] = []
+    tn = Testnet(tmp_path_factory.mktemp("privacy"), fund_wei=10 * ETH)
     try:
-        relay = DaemonProcess(base, "relay", roles=None, chain="dev")
-        nodes.append(relay)
-        relay.start(timeout=120)
-        url = relay.rpc("chain_info")["endpoint"]
-        env_ = {"DAINODE_CHAIN_DEPLOYMENT_FILE": str(relay.data_dir / "deployment.json")}
-        boot = [relay.multiaddr]
-        mp = DaemonProcess(base, "mp", roles=["model"], chain=url, bootstrap=boot, env=env_)
-        nodes.append(mp)
-        mp.start(timeout=120)
-        dps = [DaemonProcess(base, f"d{i}", roles=["data"], chain=url, bootstrap=boot + [mp.multiaddr], env=env_) for i in range(2)]
-        cps = [DaemonProcess(base, f"c{i}", roles=["compute"], chain=url, bootstrap=boot + [mp.multiaddr], env=env_) for i in range(2)]
-        for n in [mp, *dps, *cps]:
-            if n is not mp:
-                nodes.append(n)
-                n.start(timeout=120)
-            out = run_cli("chain", "fund", n.info["address"], "--eth", "10", "--data-dir", str(relay.data_dir))
-            assert out.returncode == 0, out.stderr
-        files = halves(base)
-        for n, f in zip(dps, files):
-            out = run_cli("offer", "data", "--dataset", str(f), "--price", str(ETH // 10), "--json", "--data-dir", str(n.data_dir), timeout=300)
-            assert out.returncode == 0, out.stderr
-        for n in cps:
-            out = run_cli("offer", "compute", "--price", str(ETH // 20), "--json", "--data-dir", str(n.data_dir), timeout=300)
-            assert out.returncode == 0, out.stderr
-        for n in dps:
-            wait_for(f"{n.name} indexed both compute offers",
-                     lambda n=n: len([o for o in n.rpc("offer_list", kind="compute") if o["verified"]]) >= 2, 60)
-        wait_for("the model provider indexed both data offers",
-                 lambda: len([o for o in mp.rpc("offer_list", kind="data") if o["verified"]]) >= 2, 60)
-        yield {"nodes": nodes, "relay": relay, "mp": mp, "dps": dps, "cps": cps, "files": files, "base": base}
+        tn.up(layout("split", 5))  # model, data1, data2, compute1, compute2, relay
+        tn.offer_all(data_price=ETH // 10, compute_price=ETH // 20)
+        dps = tn.by_role("data")
+        yield {"nodes": list(tn.nodes.values()), "relay": tn.relay, "mp": tn.model, "dps": dps, "cps": tn.by_role("compute"),
+               "files": [tn.shards[n.name] for n in dps], "base": tn.root}
     finally:
-        for n in nodes:
-            n.stop()
+        tn.down()
 
 
 def blocks(node: DaemonProcess):
@@ -95,7 +70,7 @@ def test_raw_rows_only_on_the_data_provider_and_its_compute_provider(net, tmp_pa
     by_addr = {n.info["address"].lower(): n for n in net["nodes"]}
     pairs = {by_addr[m["data_provider"].lower()].name: by_addr[m["compute_provider"].lower()].name for m in status["matches"]}
     # the data left each data provider for a compute-only node (which one is the data provider's choice)
-    assert sorted(pairs) == ["d0", "d1"] and set(pairs.values()) <= {"c0", "c1"}, pairs
+    assert sorted(pairs) == ["data1", "data2"] and set(pairs.values()) <= {"compute1", "compute2"}, pairs
     verdict = run_cli("task", "verify", str(task_id), "--data-dir", str(relay.data_dir), timeout=600)
     assert verdict.returncode == 0, verdict.stdout + verdict.stderr
     # the task key is public now: anything sealed for it is readable by anyone, so it counts as clear
@@ -133,7 +108,7 @@ def test_raw_rows_only_on_the_data_provider_and_its_compute_provider(net, tmp_pa
     probe = np.asarray(test.x[0], "<f4").reshape(-1).tobytes()
     assert any(probe in d for _, d in blocks(relay)), "the scan finds raw rows where they are in clear"
     # the data provider's computation provider does hold the rows it trains on (sealed for it)
-    cp = next(n for n in net["nodes"] if n.name == pairs["d0"])
+    cp = next(n for n in net["nodes"] if n.name == pairs["data1"])
     assert any(read_header_schema(d) == "dainode.training-data/1" for _, d in blocks(cp))
 
 

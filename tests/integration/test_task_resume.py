@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from tests.integration.daemon import DaemonProcess, free_port, run_cli
-from tests.integration.test_task_e2e import MANIFEST, cli_json, eth, quarters, wait_for
+from dainode.localnet.workload import shard_files
+from tests.integration.test_task_e2e import MANIFEST, cli_json, eth, wait_for
 
 ETH = 10**18
 DATA_PRICE = ETH // 10
@@ -65,7 +66,7 @@ def net(tmp_path_factory):
                 n.start(timeout=120)
             out = run_cli("chain", "fund", n.info["address"], "--eth", "10", "--data-dir", str(relay.data_dir))
             assert out.returncode == 0, out.stderr
-        files = quarters(base)
+        files = shard_files(base, 4)
         for n, f in zip(providers, files):
             cli_json(n, "offer", "data", "--dataset", str(f), "--price", str(DATA_PRICE))
             cli_json(n, "offer", "compute", "--price", str(COMPUTE_PRICE))

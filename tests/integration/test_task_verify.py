@@ -1,6 +1,6 @@
 """`dainode task verify` / `task watch` on real daemons and a real anvil, and the data providers' automatic challenge.
 
-M hosts the dev chain and the task's documents (no roles); D1, D2 run --roles data and are the
+M hosts the task's documents (no roles; the chain is the testnet's anvil); D1, D2 run --roles data and are the
 matched data providers (their accounts); R is a relay that took no part. The task itself is
 driven by tests/integration/task_driver.py with the TrainingTask binding (test-only), so a
 tampered split can be posted on purpose.
@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import json
 import time
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from eth_utils import keccak
 
 from dainode.identity import load_identity
+from dainode.localnet.network import NodeSpec, Testnet
 from tests.integration.daemon import PASSWORD, DaemonProcess, run_cli
 from tests.integration.task_driver import TaskDriver, daemon_put
 
@@ -43,41 +45,19 @@ def wait_for(what: str, fn, timeout: float = 180.0):
     raise AssertionError(f"not within {timeout:g} s: {what} (last: {last!r})")
 
 
-class Net:
-    def __init__(self, base):
-        self.base = base
-        self.nodes: list[DaemonProcess] = []
-
-    def start(self, name, roles, chain, **kw) -> DaemonProcess:
-        node = DaemonProcess(self.base, name, roles=roles, chain=chain, **kw)
-        self.nodes.append(node)
-        return node.start(timeout=180)
-
-    def join(self, name, roles) -> DaemonProcess:
-        env = {"DAINODE_CHAIN_DEPLOYMENT_FILE": str(self.m.data_dir / "deployment.json")}
-        return self.start(name, roles, self.url, bootstrap=[self.m.multiaddr], env=env)
-
-    def stop(self):
-        for n in self.nodes:
-            n.stop()
-
-
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    n = Net(tmp_path_factory.mktemp("verify"))
+    tn = Testnet(tmp_path_factory.mktemp("verify"), fund_wei=10 * 10**18)
     try:
-        n.m = n.start("M", [], "dev")
-        info = n.m.rpc("chain_info")
-        n.url, n.task_address = info["endpoint"], info["contracts"]["TrainingTask"]
-        n.d1 = n.join("D1", ["data"])
-        n.d2 = n.join("D2", ["data"])
-        n.r = n.join("R", [])
-        deployment = json.loads((n.m.data_dir / "deployment.json").read_text())
+        tn.up([NodeSpec("M", ()), NodeSpec("D1", ("data",)), NodeSpec("D2", ("data",)), NodeSpec("R", ())])
+        n = SimpleNamespace(tn=tn, url=tn.url, task_address=tn.record["chain"]["contracts"]["TrainingTask"])
+        n.m, n.d1, n.d2, n.r = (tn.nodes[k] for k in ("M", "D1", "D2", "R"))
+        deployment = json.loads(tn.deployment_file.read_text())
         dps = [load_identity(d.data_dir, PASSWORD).account for d in (n.d1, n.d2)]
         n.driver = TaskDriver(n.url, deployment, daemon_put(n.m), dps)
         yield n
     finally:
-        n.stop()
+        tn.down()
 
 
 def verify(node: DaemonProcess, task_id: int, *extra: str):

@@ -1,4 +1,4 @@
-"""`task verify` on tasks run by the real roles: relay (dev chain) + model provider + 2 `--roles data,compute` nodes.
+"""`task verify` on tasks run by the real roles: relay + model provider + 2 `--roles data,compute` nodes.
 
 An honest 3-round task verifies PASS on the relay, which took no part, and on the providers' own
 automatic audits; the same model provider, patched by tests/integration/tampered_model.py to post
@@ -13,55 +13,17 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from eth_utils import keccak
 
-from tests.integration.daemon import DaemonProcess, run_cli
+from dainode.localnet.network import NodeSpec, Testnet, layout
+from dainode.localnet.workload import task_manifest
+from tests.integration.daemon import run_cli
 
 ETH = 10**18
 CHALLENGED = "0x" + keccak(text="Challenged(uint256,address,bytes32,uint64)").hex()
-MANIFEST = f"""
-[task]
-name = "digits-verify-e2e"
-rounds = 3
-providers = 2
-local_epochs = 1
-round_window_s = 5
-quorum = 2
-aggregation = "fedavg"
-privacy = "fl"
-reward_pool_wei = "{2 * ETH}"
-max_data_price_wei = "{ETH // 2}"
-max_compute_price_wei = "{ETH // 5}"
-seed = 0
-
-[model]
-kind = "mlp"
-layers = [64, 32, 10]
-lr = 0.1
-batch = 32
-
-[data]
-features = 64
-label_classes = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
-min_rows = 100
-min_quality = 0.5
-
-[test]
-dataset = "digits"
-feature_scale = 0.0625
-
-[test.split]
-fraction = 0.2
-seed = 0
-part = "test"
-"""
-
-
-class TamperableModel(DaemonProcess):
-    def command(self) -> list[str]:
-        return [sys.executable, str(Path(__file__).with_name("tampered_model.py")), *self.args()]
+MANIFEST = task_manifest(providers=2, rounds=3, name="digits-verify-e2e", layers=(64, 32, 10), momentum=False, pool_wei=2 * ETH)
+TAMPERED_MODEL = (sys.executable, str(Path(__file__).with_name("tampered_model.py")))
 
 
 def eth(url: str, method: str, *params):
@@ -79,54 +41,18 @@ def wait_for(what: str, fn, timeout: float, every: float = 0.5):
     raise AssertionError(f"not within {timeout:g} s: {what} (last: {last!r})")
 
 
-def halves(base: Path) -> list[Path]:
-    from dainode.ml.datasets import load_builtin, stratified_split
-
-    ds = load_builtin("digits")
-    ds.x = (np.asarray(ds.x, np.float32) * np.float32(0.0625)).astype(np.float32)
-    train, _ = stratified_split(ds, 0.2, 0)
-    out = []
-    for i, idx in enumerate(np.array_split(np.random.default_rng(0).permutation(len(train.y)), 2)):
-        p = base / f"digits-h{i}.npz"
-        np.savez(p, x=train.x[idx].reshape(len(idx), -1), y=train.y[idx])
-        out.append(p)
-    return out
-
-
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    base = tmp_path_factory.mktemp("verify-e2e")
-    nodes: list[DaemonProcess] = []
+    """relay + a model provider patched by tampered_model.py (honest until its tamper-split file exists) + 2 data,compute."""
+    specs = [NodeSpec("model", ("model",), argv0=TAMPERED_MODEL)] + layout("default", 3)[1:]
+    tn = Testnet(tmp_path_factory.mktemp("verify-e2e"), fund_wei=10 * ETH)
     try:
-        relay = DaemonProcess(base, "relay", roles=None, chain="dev")
-        nodes.append(relay)
-        relay.start(timeout=120)
-        url = relay.rpc("chain_info")["endpoint"]
-        env = {"DAINODE_CHAIN_DEPLOYMENT_FILE": str(relay.data_dir / "deployment.json")}
-        mp = TamperableModel(base, "mp", roles=["model"], chain=url, bootstrap=[relay.multiaddr], env=env)
-        nodes.append(mp)
-        mp.start(timeout=120)
-        providers = []
-        for i in range(2):
-            n = DaemonProcess(base, f"p{i}", roles=["data", "compute"], chain=url, bootstrap=[relay.multiaddr, mp.multiaddr], env=env)
-            nodes.append(n)
-            providers.append(n)
-        for n in [mp, *providers]:
-            if n is not mp:
-                n.start(timeout=120)
-            out = run_cli("chain", "fund", n.info["address"], "--eth", "10", "--data-dir", str(relay.data_dir))
-            assert out.returncode == 0, out.stderr
-        for n, f in zip(providers, halves(base)):
-            for args in (("offer", "data", "--dataset", str(f), "--price", str(ETH // 10)), ("offer", "compute", "--price", str(ETH // 20))):
-                out = run_cli(*args, "--json", "--data-dir", str(n.data_dir), timeout=300)
-                assert out.returncode == 0, out.stderr
-        wait_for("the model provider indexed both data offers",
-                 lambda: len([o for o in mp.rpc("offer_list", kind="data") if o["verified"]]) >= 2, 60)
-        tt = relay.rpc("chain_info")["contracts"]["TrainingTask"]
-        yield {"relay": relay, "mp": mp, "providers": providers, "url": url, "tt": tt, "base": base}
+        tn.up(specs)
+        tn.offer_all(data_price=ETH // 10, compute_price=ETH // 20)
+        tt = tn.record["chain"]["contracts"]["TrainingTask"]
+        yield {"relay": tn.relay, "mp": tn.model, "providers": tn.by_role("data"), "url": tn.url, "tt": tt, "base": tn.root}
     finally:
-        for n in nodes:
-            n.stop()
+        tn.down()
 
 
 def run_task(net, tmp_path) -> int:

@@ -1,4 +1,7 @@
-"""Run dainode daemons as child processes on this machine (demo, local testnet, benchmarks, tests); stopped by PID."""
+"""Run dainode daemons as child processes on this machine (demo, local testnet, benchmarks, tests); stopped by PID.
+
+The whole local network (one anvil, the contracts, funded nodes, offers) is `dainode.localnet.network.Testnet`.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +44,11 @@ def init_nodes(base_dir: Path, names: list[str], timeout: float = 120.0) -> dict
 
     Knowing the peer ids before any node starts lets a caller wire bootstrap addresses up front.
     """
+    return {n: ident["peer_id"] for n, ident in init_identities(base_dir, names, timeout).items()}
+
+
+def init_identities(base_dir: Path, names: list[str], timeout: float = 120.0) -> dict[str, dict[str, str]]:
+    """Like `init_nodes`, returning name -> {"peer_id", "address"} (an existing identity is kept and reported)."""
     procs = {
         n: subprocess.Popen(dainode_cmd("init", "--data-dir", str(Path(base_dir) / n), "--light-kdf"), env=daemon_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -51,7 +59,8 @@ def init_nodes(base_dir: Path, names: list[str], timeout: float = 120.0) -> dict
         out, _ = p.communicate(timeout=timeout)
         if p.returncode != 0:
             raise RuntimeError(f"dainode init failed for {n} (exit {p.returncode}):\n{out}")
-        ids[n] = next(line.split()[-1] for line in out.splitlines() if line.startswith("peer id"))
+        last = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.startswith(("peer id", "address"))}
+        ids[n] = {"peer_id": last["peer"], "address": last["address"]}
     return ids
 
 
@@ -64,12 +73,18 @@ class DaemonProcess:
         name: str,
         *,
         roles: list[str] | None = None,
-        chain: str = "none",
+        chain: str | None = "none",
         bootstrap: list[str] | None = None,
-        listen: str = "/ip4/127.0.0.1/tcp/0",
+        listen: str | None = "/ip4/127.0.0.1/tcp/0",
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        config: Path | None = None,
+        argv0: list[str] | None = None,
+        detach: bool = False,
     ):
+        """``config``: a TOML file for `--config` (``chain``/``listen`` None: no flag, the file decides); ``argv0``: what
+        runs instead of ``python -m dainode`` (a test's patched node); ``detach``: own session, so the daemon outlives
+        the launching script (scripts/testnet)."""
         self.name = name
         self.data_dir = Path(base_dir) / name
         self.roles = roles  # None: no --roles flag (config file/environment decide)
@@ -77,20 +92,23 @@ class DaemonProcess:
         self.bootstrap = bootstrap or []
         self.listen = listen
         self.extra_args = extra_args or []
+        self.config = config
+        self.argv0 = argv0
+        self.detach = detach
         self.env = daemon_env(**(env or {}))
         self.proc: subprocess.Popen | None = None
         self.log_path = Path(base_dir) / f"{name}.log"
         self.info: dict[str, Any] = {}
 
     def args(self) -> list[str]:
-        args = [
-            "start",
-            "--data-dir", str(self.data_dir),
-            "--listen", self.listen,
-            "--chain", self.chain,
-            "--light-kdf",
-            "--log-level", "debug" if os.environ.get("DAINODE_TEST_DEBUG") else "info",
-        ]
+        args = ["start", "--data-dir", str(self.data_dir)]
+        if self.config is not None:
+            args += ["--config", str(self.config)]
+        if self.listen is not None:
+            args += ["--listen", self.listen]
+        if self.chain is not None:
+            args += ["--chain", self.chain]
+        args += ["--light-kdf", "--log-level", "debug" if os.environ.get("DAINODE_TEST_DEBUG") else "info"]
         if self.roles is not None:
             args += ["--roles", ",".join(self.roles)]
         for addr in self.bootstrap:
@@ -99,17 +117,25 @@ class DaemonProcess:
 
     def command(self) -> list[str]:
         """The argv of the daemon (a subclass may wrap it, e.g. in a profiler)."""
+        if self.argv0 is not None:
+            return [*self.argv0, *self.args()]
         return dainode_cmd(*self.args())
 
     def start(self, timeout: float = 60.0) -> "DaemonProcess":
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def launch(self) -> int:
+        """Spawn the daemon without waiting for it (`wait_ready` does); returns its PID."""
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen(self.command(), env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(self.command(), env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=self.detach)
         finally:
             log.close()
-        self.wait_ready(timeout)
-        return self
+        return self.proc.pid
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
