@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from dainode import metrics
 from dainode.chain.contracts import ContractSet
 from dainode.chain.nonce import NonceManager
 from dainode.chain.rpc import RpcClient, from_hex, to_hex, to_int
@@ -173,10 +174,12 @@ class TxManager:
 
         tx_hash, nonce = await self.nonces.submit(sign, on_signed=on_signed)
         log.debug("sent %s as %s (nonce %d, gas %d)", what, tx_hash, nonce, gas)
+        metrics.tx("sent")
         if not wait:
             return {"transactionHash": tx_hash, "nonce": nonce}
         receipt = await self.wait_receipt(tx_hash, what=what)
         if to_int(receipt.get("status", "0x1")) != 1:
+            metrics.tx("failed")
             raise await self._explain_failure(to, data, value, receipt, what=what, prefer=prefer)
         return receipt
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import trio
 
+from dainode import metrics
 from dainode.chain.consent import MatchConsent
 from dainode.errors import DainodeError, DocumentRejected, TaskError, TransactionReverted
 from dainode.roles import negotiate as neg
@@ -318,6 +319,8 @@ class TaskRun:
                   "aggregate_eval_ms": round((t_agg - t_in) * 1000, 1), "publish_ms": round((t_pub - t_agg) * 1000, 1),
                   "total_ms": round((t_pub - opened) * 1000, 1)}
         self.timings.append(timing)
+        metrics.round_done(t_pub - opened)
+        metrics.updates(snapshot)
         self.ctx.state.put_round(RoundRecord(str(self.task_id), t, "published",
                                              {"result_cid": str(result_cid), "model_cid": str(model_cid), **timing,
                                               "accuracy": out.accuracy, "loss": out.loss}))
