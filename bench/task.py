@@ -1,6 +1,6 @@
 """The acceptance task on a local network: median wall time per round and a per-round breakdown.
 
-usage: .venv/bin/python bench/task.py [--rounds N] [--json]
+usage: .venv/bin/python bench/task.py [--rounds N] [--json] [--http-listen none|127.0.0.1:0] [--scrape S]
 
 Starts a relay (dev chain, no roles), a model provider and 4 `--roles data,compute` daemons, each
 offering a quarter of digits, runs the 4-provider MLP task of tests/integration/test_task_e2e.py and
@@ -64,15 +64,32 @@ def wait_for(fn, timeout: float, every: float = 0.5):
     raise TimeoutError("benchmark step did not finish in time")
 
 
-def run(rounds: int, as_json: bool) -> int:
+def scrape_loop(nodes: list[DaemonProcess], every: float, stop) -> None:
+    """A Prometheus-like scraper: every node's /metrics every `every` s (dashboard-cost runs, --scrape)."""
+    import httpx
+
+    targets = []
+    for n in nodes:
+        base = n.rpc("node_info")["http_url"]
+        token = (n.data_dir / "http.token").read_text().strip()
+        targets.append((base + "metrics", {"Authorization": f"Bearer {token}"}))
+    while not stop.wait(every):
+        for url, headers in targets:
+            httpx.get(url, headers=headers, timeout=30).raise_for_status()
+
+
+def run(rounds: int, as_json: bool, http_listen: str = "127.0.0.1:0", scrape: float = 0.0) -> int:
+    import threading
+
     base = Path(tempfile.mkdtemp(prefix="dainode-bench-task-"))
     nodes: list[DaemonProcess] = []
+    stop = threading.Event()
     try:
-        relay = DaemonProcess(base, "relay", roles=None, chain="dev")
+        relay = DaemonProcess(base, "relay", roles=None, chain="dev", env={"DAINODE_HTTP_LISTEN": http_listen})
         nodes.append(relay)
         relay.start(timeout=120)
         url = relay.rpc("chain_info")["endpoint"]
-        env = {"DAINODE_CHAIN_DEPLOYMENT_FILE": str(relay.data_dir / "deployment.json")}
+        env = {"DAINODE_CHAIN_DEPLOYMENT_FILE": str(relay.data_dir / "deployment.json"), "DAINODE_HTTP_LISTEN": http_listen}
         mp = DaemonProcess(base, "mp", roles=["model"], chain=url, bootstrap=[relay.multiaddr], env=env)
         nodes.append(mp)
         mp.start(timeout=120)
@@ -87,6 +104,8 @@ def run(rounds: int, as_json: bool) -> int:
             run_cli("offer", "data", "--dataset", str(f), "--price", str(DATA_PRICE), "--data-dir", str(n.data_dir), timeout=300)
             run_cli("offer", "compute", "--price", str(COMPUTE_PRICE), "--data-dir", str(n.data_dir), timeout=300)
         wait_for(lambda: len([o for o in mp.rpc("offer_list", kind="data") if o["verified"]]) >= 4, 120)
+        if scrape > 0:
+            threading.Thread(target=scrape_loop, args=(nodes, scrape, stop), daemon=True).start()
         manifest = base / "task.toml"
         manifest.write_text(MANIFEST.replace("rounds = 10", f"rounds = {rounds}"))
         out = run_cli("task", "create", str(manifest), "--json", "--data-dir", str(mp.data_dir), timeout=300)
@@ -106,7 +125,7 @@ def run(rounds: int, as_json: bool) -> int:
                 t[f"cp_{k}"] = max((c[k] for c in mine), default=float("nan"))
         totals = [t["total_ms"] for t in timings]
         med = statistics.median(totals) if totals else float("nan")
-        result = {"rounds": len(timings), "median_round_ms": med, "median_parts_ms": {p: statistics.median([t[p] for t in timings])
+        result = {"http_listen": http_listen, "scrape_s": scrape, "rounds": len(timings), "median_round_ms": med, "median_parts_ms": {p: statistics.median([t[p] for t in timings])
                                                                                         for p in PARTS + tuple(f"cp_{k}" for k in CP_PARTS) if timings},
                   "per_round": timings, "final_accuracy": status["history"][-1]["accuracy"] if status["history"] else None,
                   "verify_s": round(verify_s, 2), "verify": verdict,
@@ -115,7 +134,8 @@ def run(rounds: int, as_json: bool) -> int:
         if as_json:
             print(json.dumps(result, indent=2))
             return 0
-        print(f"task {task_id}: {len(timings)} rounds, final accuracy {result['final_accuracy']}")
+        print(f"task {task_id}: {len(timings)} rounds, final accuracy {result['final_accuracy']} "
+              f"(http.listen {http_listen}{f', /metrics scraped every {scrape:g} s' if scrape else ''})")
         cols = PARTS + tuple(f"cp_{k}" for k in CP_PARTS)
         print(f"{'round':>5} {'total':>9} " + " ".join(f"{p[:-3]:>16}" for p in cols))
         for t in timings:
@@ -127,6 +147,7 @@ def run(rounds: int, as_json: bool) -> int:
         print(f"task verify on the relay: {verdict} in {verify_s:.1f} s")
         return 0
     finally:
+        stop.set()
         for n in nodes:
             n.stop()
 
@@ -135,8 +156,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--http-listen", default="127.0.0.1:0", help='every node\'s http.listen ("none": no dashboard, no metrics)')
+    ap.add_argument("--scrape", type=float, default=0.0, help="scrape every node's /metrics every S seconds during the task")
     args = ap.parse_args()
-    return run(args.rounds, args.json)
+    return run(args.rounds, args.json, args.http_listen, args.scrape)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,8 @@ def start_network(base: Path) -> list[DaemonProcess]:
     compute.start()
     for node in nodes:
         print(f"  {node.name:<17} peer {node.info['peer_id']}  account {node.info['address']}")
+        if node.info.get("http_url"):  # the same URL `dainode dashboard` prints
+            print(f"  {'':<17} dashboard {node.info['http_url']}?token={(node.data_dir / 'http.token').read_text().strip()}")
     wait_for("every node to see both others", lambda: all(len(n.rpc("p2p_peers")) >= 2 for n in nodes))
     print("  every node is connected to both others (the compute provider found the model provider through the DHT)")
     return nodes
