@@ -83,7 +83,8 @@ def allowed_hosts(host: str, port: int) -> frozenset[str]:
     names = {"localhost", "127.0.0.1", "[::1]"}
     if host not in ("0.0.0.0", "::", ""):
         names.add(f"[{host}]" if ":" in host else host)
-    return frozenset(f"{n}:{port}" for n in names) | ({"localhost", "127.0.0.1", "[::1]"} if port == 80 else frozenset())
+    with_port = {f"{n}:{port}" for n in names}
+    return frozenset(with_port | (names if port == 80 else set()))  # on port 80 browsers send the bare name
 
 
 def host_allowed(header: str | None, allowed: frozenset[str]) -> bool:
