@@ -4,8 +4,8 @@ task: token and Host checks on every route, the task page in a real headless Chr
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +17,8 @@ from tests.integration.daemon import DaemonProcess, run_cli
 from tests.integration.test_task_e2e import COMPUTE_PRICE, DATA_PRICE, MANIFEST, quarters, wait_for
 
 ROUNDS = 8
+#: Where the task page's screenshot is kept after the run (pytest's tmp dirs are rotated away); gitignored.
+OUTPUT = Path(os.environ.get("DAINODE_TEST_OUTPUT") or Path(__file__).resolve().parents[2] / "test-output")
 # two providers, more local epochs: rounds slow enough (a few hundred ms) to be seen advancing
 TASK = (MANIFEST.replace("rounds = 10", f"rounds = {ROUNDS}").replace("providers = 4", "providers = 2")
         .replace("quorum = 4", "quorum = 2").replace("local_epochs = 1", "local_epochs = 8"))
@@ -155,9 +157,9 @@ def test_task_page_shows_rounds_live_then_accuracy_and_payouts_in_chromium(net, 
                        lambda: (lambda s: s if s["phase"] == "final" and s["verify"] in ("PASS", "FAIL") else None)(b.js(state)),
                        420, every=0.5)
         shot = b.screenshot(tmp_path / "task-page.png")
-    print(f"\nscreenshot: {shot}; rounds seen live: {got['seen']}")
-    keep = Path(net["base"]) / "task-page.png"
-    shutil.copy(shot, keep)
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    keep = shutil.copy(shot, OUTPUT / "dashboard-task-page.png")
+    print(f"\nscreenshot: {keep}; rounds seen live: {got['seen']}")
     status = final_status(mp, task)
     assert got["marker"] == "no-reload", "the page reloaded"
     shown = [s for s in got["seen"] if "/" in s]
