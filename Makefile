@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench clean-venv help
+.PHONY: install test demo bench clean-venv help chromium
 
 help:
 	@echo "make demo     install what is missing, start a local testnet, run a training task across it, stop it"
@@ -15,7 +15,15 @@ help:
 
 SLITHER_VENV := .venv-slither
 
-install: $(VENV)/.installed node_modules/.installed $(SLITHER_VENV)/.requirements
+install: $(VENV)/.installed node_modules/.installed $(SLITHER_VENV)/.requirements chromium
+
+# Debian's chromium + chromium-driver drive the dashboard's browser test; installed when missing and we are
+# root with apt-get, otherwise that one test is skipped (it says why).
+chromium:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get install -y -q chromium chromium-driver || { apt-get update -q && apt-get install -y -q chromium chromium-driver; }; \
+	else echo "make install: chromium/chromedriver missing and not root: the dashboard browser test will be skipped"; fi
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "dainode needs Python >= 3.11 (set PYTHON=python3.11)")'

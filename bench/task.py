@@ -1,6 +1,6 @@
 """The acceptance task on a local network: median wall time per round and a per-round breakdown.
 
-usage: .venv/bin/python bench/task.py [--rounds N] [--json] [--no-push] [--profile NODE]
+usage: .venv/bin/python bench/task.py [--rounds N] [--json] [--no-push] [--profile NODE] [--http-listen none|127.0.0.1:0]
 
 Starts the default local testnet (dainode.localnet: anvil, a relay with no roles, a model provider and 4
 `--roles data,compute` daemons, each offering a quarter of digits), runs the 4-provider MLP task of tests/integration/test_task_e2e.py and
@@ -134,8 +134,9 @@ def wait_for(fn, timeout: float, every: float = 0.5):
     raise TimeoutError("benchmark step did not finish in time")
 
 
-def run(rounds: int, as_json: bool, no_push: bool = False, profile: str | None = None) -> int:
+def run(rounds: int, as_json: bool, no_push: bool = False, profile: str | None = None, http_listen: str = "127.0.0.1:0") -> int:
     net = Testnet(Path(tempfile.mkdtemp(prefix="dainode-bench-task-")), fund_wei=10 * 10**18)
+    os.environ["DAINODE_HTTP_LISTEN"] = http_listen  # the daemons inherit it: "none" measures a round without the dashboard
     if no_push:
         os.environ["DAINODE_TASK_PUSH"] = "0"  # the daemons inherit it
     specs = layout("default", 5)
@@ -223,8 +224,9 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-push", action="store_true", help="the nodes fetch every document by CID (DAINODE_TASK_PUSH=0)")
     ap.add_argument("--profile", metavar="NODE", help="run NODE (model, node1..node4) under cProfile and print its top functions")
+    ap.add_argument("--http-listen", default="127.0.0.1:0", help="each node's dashboard address (none: off)")
     args = ap.parse_args()
-    return run(args.rounds, args.json, args.no_push, args.profile)
+    return run(args.rounds, args.json, args.no_push, args.profile, args.http_listen)
 
 
 if __name__ == "__main__":

@@ -122,6 +122,23 @@ class ChainConfig:
     receipt_timeout_s: float = field(default=120.0, metadata=_doc("Give up waiting for a transaction receipt after this long.", range=_range(1.0, DAY_S)))
 
 
+def _check_http_listen(value: str) -> None:
+    if value == "none":
+        return
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError('expected "none" or HOST:PORT, e.g. "127.0.0.1:5050" (port 0 picks a free one)')
+
+
+@dataclass
+class HttpConfig:
+    listen: str = field(
+        default="127.0.0.1:5050",
+        metadata=_doc('Dashboard and /metrics address HOST:PORT (port 0 picks a free one); "none" turns them off.', check=_check_http_listen),
+    )
+    allow_remote: bool = field(default=False, metadata=_doc("Allow http.listen on a non-loopback address (anyone who can reach it and has the token sees the dashboard)."))
+
+
 @dataclass
 class Config:
     data_dir: str = field(
@@ -138,6 +155,7 @@ class Config:
     gossip: GossipConfig = field(default_factory=GossipConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
 
     @property
     def data_path(self) -> Path:
@@ -305,7 +323,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 #: Command-line flags not named after their key's last part (error messages name the real flag).
-FLAG_NAMES = {"chain.endpoint": "--chain"}
+FLAG_NAMES = {"chain.endpoint": "--chain", "http.listen": "--http-listen", "http.allow_remote": "--http-allow-remote"}
 
 
 def build_config(

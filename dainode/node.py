@@ -65,6 +65,11 @@ class Node(Service):
             # every node can verify any task; a data provider also challenges a failing split
             self.audit = AuditService(self.role_ctx, self.chain, auto_challenge="data" in config.roles)
         self.roles = build_roles(list(config.roles), self.role_ctx)
+        self.http = None
+        if config.http.listen != "none":
+            from dainode.dashboard.service import HttpService  # checks http.listen (ConfigError) before anything starts
+
+            self.http = HttpService(self)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -99,6 +104,8 @@ class Node(Service):
                 # services may import the eth stack lazily (chain); py_ecc raises the recursion
                 # limit on first import, so restore it once they are all up
                 restore_recursion_limit()
+                if self.http is not None:
+                    await self._start(nursery, self.http)
                 # the admin socket opens last, so a node that answers is fully up
                 await self._start(nursery, AdminServer(socket_path(self.data_dir), self.registry))
                 self.log.info(
@@ -145,6 +152,7 @@ class Node(Service):
             "pid": os.getpid(),
             "recursion_limit": sys.getrecursionlimit(),
             "services": [s.name for s in self.services],
+            "http_url": self.http.url if self.http is not None else None,
         }
 
     async def rpc_node_stop(self) -> dict:

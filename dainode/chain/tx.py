@@ -10,6 +10,7 @@ from typing import Any
 
 import trio
 
+from dainode import metrics
 from dainode.chain.contracts import ContractSet
 from dainode.chain.nonce import NonceManager
 from dainode.chain.rpc import RpcClient, from_hex, to_hex, to_int
@@ -182,6 +183,7 @@ class TxManager:
         tx_hash, nonce, receipt = await self.nonces.submit_for_receipt(sign, on_signed=on_signed, sync=sync)
         t2 = trio.current_time()
         log.debug("sent %s as %s (nonce %d, gas %d)", what, tx_hash, nonce, gas)
+        metrics.tx("sent")
         if not wait:
             return {"transactionHash": tx_hash, "nonce": nonce}
         if receipt is None:
@@ -191,6 +193,7 @@ class TxManager:
             timings.update(estimate_ms=round((t1 - t0) * 1000, 1), submit_ms=round((t2 - t1) * 1000, 1),
                            receipt_ms=round((t3 - t2) * 1000, 1), mined_seen_at=time.time())
         if to_int(receipt.get("status", "0x1")) != 1:
+            metrics.tx("failed")
             raise await self._explain_failure(to, data, value, receipt, what=what, prefer=prefer)
         return receipt
 

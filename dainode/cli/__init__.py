@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "dainode.cli.offer",
     "dainode.cli.task",
     "dainode.cli.task_audit",  # verify/watch join the `task` command (after any module that creates it)
+    "dainode.cli.dashboard",
 ]
 
 

@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chain", metavar="dev|none|URL", help="dev (private anvil), none, or an Ethereum JSON-RPC URL")
     p.add_argument("--log-level", help="debug, info, warning or error")
     p.add_argument("--log-format", help="text or json")
+    p.add_argument("--http-listen", metavar="HOST:PORT|none", help="dashboard and /metrics address (default 127.0.0.1:5050)")
+    p.add_argument("--http-allow-remote", action="store_true", default=None, help="allow --http-listen on a non-loopback address")
     _add_password_args(p)
     p.set_defaults(func=cmd_start)
 
@@ -57,6 +59,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "chain.endpoint": args.chain,
         "log_level": args.log_level,
         "log_format": args.log_format,
+        "http.listen": args.http_listen,
+        "http.allow_remote": args.http_allow_remote,
     }
     return build_config(config_file=args.config, flags=flags)
 

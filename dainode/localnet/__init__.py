@@ -26,6 +26,7 @@ def daemon_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAINODE_")}
     env["DAINODE_PASSWORD"] = PASSWORD
     env["PYTHONUNBUFFERED"] = "1"
+    env["DAINODE_HTTP_LISTEN"] = "127.0.0.1:0"  # many nodes on one machine: each dashboard on a free port
     env.update(extra)
     return env
 

@@ -8,6 +8,7 @@ import time
 from collections import Counter, OrderedDict
 from typing import Callable
 
+from dainode import metrics
 from dainode.config import GossipConfig
 from dainode.errors import GossipRejected
 from dainode.p2p.envelope import GossipMessage, open_envelope, signing_payload, verify_envelope
@@ -116,10 +117,12 @@ class GossipValidator:
             msg = self._check(topic, data, forwarder=forwarder, origin=origin, msg_id=msg_id)
         except GossipRejected as exc:
             self.rejected[exc.reason] += 1
+            metrics.gossip(topic, exc.reason)
             self._peer(forwarder).rejected[exc.reason] += 1
             log.debug("rejected gossip on %s from %s: %s", topic, forwarder, exc)
             raise
         self.accepted[topic] += 1
+        metrics.gossip(topic, "accepted")
         self._peer(forwarder).accepted += 1
         return msg
 

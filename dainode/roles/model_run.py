@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import trio
 
+from dainode import metrics
 from dainode.chain.consent import MatchConsent
 from dainode.errors import DainodeError, DocumentRejected, P2PError, TaskError, TransactionReverted
 from dainode.roles import negotiate as neg
@@ -458,6 +459,8 @@ class TaskRun:
         if self.he is not None:
             timing.update(self.he.round_sizes(t))  # bytes moved in this round (he)
         self.timings.append(timing)
+        metrics.round_done(t_pub - opened)
+        metrics.updates(snapshot)
         self.ctx.state.put_round(RoundRecord(str(self.task_id), t, "published",
                                              {"result_cid": str(result_cid), "model_cid": str(model_cid), **timing,
                                               "accuracy": out.accuracy, "loss": out.loss}))

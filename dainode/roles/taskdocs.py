@@ -9,6 +9,7 @@ from pathlib import Path
 
 import trio
 
+from dainode import metrics
 from dainode.chain.training_task import event_cids
 from dainode.errors import DainodeError, TaskError
 from dainode.ml.preprocess import canonical_json
@@ -168,5 +169,6 @@ async def auto_withdraw(ctx, tc, why: str) -> dict | None:
         if bal <= 0:
             return None
         receipt = await tc.send("withdraw")
+        metrics.payout(bal)
         log.info("withdrew %d wei from TrainingTask (%s), tx %s", bal, why, receipt["transactionHash"])
         return {"amount_wei": bal, "tx": receipt["transactionHash"]}
