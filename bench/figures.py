@@ -188,7 +188,8 @@ def render_results(meta: dict, fl: dict | None, scale: dict | None, others: list
                   ["idle RSS per node (offers indexed, before the task)", fmt(f["idle_rss_median_mb"], 0, " MB"),
                    fmt(f["idle_rss_max_mb"], 0, " MB"), f"<= {f['idle_rss_target_mb']:.0f} MB",
                    "met" if f["idle_rss_median_mb"] <= f["idle_rss_target_mb"] else "NOT met"]]),
-              "", f"over {f['daemons']} daemons of the scale runs (relay, model provider, providers).", ""]
+              "", f"over {f['daemons']} daemons of the scale runs (model providers and providers; the relay, whose start "
+              "includes anvil and the contracts' deployment, is left out).", ""]
     L += ["## Other layers (each script's own output, with its peer and ratio)", ""]
     for o in others:
         L += [f"### `{o['cmd']}`", "", f"{o['status']} in {o['wall_s']:.0f} s, load {o['load_before']} → {o['load_after']}", "",

@@ -114,13 +114,15 @@ def test_scale_summary_and_footprint():
 
     res = {"rounds": 5, "median_round_ms": 300.0, "final_accuracy": 0.9, "bitswap_bytes_sent": 10,
            "peak_rss_mb": {"relay": 200.0, "mp": 500.0, "p0": 300.0, "p1": 320.0, "p2": 310.0},
-           "start_to_ready_s": {"relay": 3.0, "mp": 1.0, "p0": 1.2}, "idle_rss_mb": {"relay": 100.0, "mp": 140.0, "p0": 150.0}}
+           "start_to_ready_s": {"relay": 9.0, "mp": 1.0, "p0": 1.2, "p1": 3.0},
+           "idle_rss_mb": {"relay": 900.0, "mp": 140.0, "p0": 150.0, "p1": 130.0}}
     row = scale.summarize_size(3, res)
     assert row["peak_rss_mp_mb"] == 500.0 and row["peak_rss_provider_median_mb"] == 310.0
     assert row["peak_rss_provider_max_mb"] == 320.0 and row["peak_rss_all_mb"] == 1630.0
     f = scale.footprint([row, scale.summarize_size(8, {"error": "x"})])
+    # the relay (anvil + deployment in its start) is not a node's footprint
     assert f["daemons"] == 3 and f["start_to_ready_median_s"] == 1.2 and f["start_to_ready_max_s"] == 3.0
-    assert f["idle_rss_median_mb"] == 140.0
+    assert f["idle_rss_median_mb"] == 140.0 and f["idle_rss_max_mb"] == 150.0
 
 
 @pytest.mark.parametrize("job,providers", [("iid", 4), ("label_skew", 16), ("he", 4)])
