@@ -113,6 +113,17 @@ def run_text(argv: list[str], timeout: float) -> dict:
             "load_after": load(), "output": "\n".join(lines)}
 
 
+def write(out: Path, meta: dict, t0: float, fl, scale, others) -> None:
+    """RESULTS.md after every step, so a run stopped half-way still leaves what it measured (marked as partial)."""
+    meta["wall_s"] = time.monotonic() - t0
+    text = figures.render_results(meta, fl, scale, others)
+    if not meta.get("complete"):
+        text = text.replace("\n", "\n\n**Partial: `make bench` was still running when this was written.**\n", 1)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few rounds and small sizes (to try the pipeline, not for figures)")
@@ -125,9 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     log(f"load {load()}; FL vs Flower")
     fl_args = ["bench/fl_vs_flower.py"] + (["--rounds", "3", "--he-rounds", "2"] if args.quick else [])
     fl = run_json(fl_args, 1500, "fl_vs_flower", results)
+    write(args.out, meta, t0, fl, None, [])
     log(f"load {load()}; scale")
     sc_args = ["bench/scale.py", "--plot", str(ROOT / "bench" / "scale.png")] + (["--providers", "4,8", "--rounds", "2"] if args.quick else [])
     scale = run_json(sc_args, 900, "scale", results)
+    write(args.out, meta, t0, fl, scale, [])
     others = []
     for cmd, timeout in OTHERS:
         if args.quick and cmd[0] == "bench/bitswap.py":
@@ -135,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"load {load()}; {' '.join(cmd)}")
         others.append(run_text(cmd, timeout))
         log(f"{cmd[0]}: {others[-1]['status']} in {others[-1]['wall_s']:.0f} s")
-    meta["wall_s"] = time.monotonic() - t0
-    args.out.write_text(figures.render_results(meta, fl, scale, others))
+        write(args.out, meta, t0, fl, scale, others)
+    meta["complete"] = True
+    write(args.out, meta, t0, fl, scale, others)
     log(f"wrote {args.out} in {meta['wall_s']:.0f} s")
     return 0
 
