@@ -170,7 +170,11 @@ def render_results(meta: dict, fl: dict | None, scale: dict | None, others: list
             parts = (res.get("dainode") or {}).get("parts_ms")
             if parts:
                 L += ["dainode per-round breakdown (median ms): " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()), ""]
-            L += [f"- {v}" for v in verdicts(res)] + [""]
+            L += [f"- {v}" for v in verdicts(res)]
+            failed = (res.get("dainode") or {}).get("failed_attempts") or []
+            if failed:
+                L += [f"- dainode needed {len(failed) + 1} attempts (the failed ones: " + "; ".join(failed) + ")"]
+            L += [""]
         L += ["Peers measured earlier on this machine (issue 17): Flower deployment ~9.5 s/round with every stock setting "
               "tuned (hard-coded 3 s polls), its simulation ~0.21 s/round, a bare 5-process msgpack-over-TCP FedAvg "
               "~4 ms/round (the floor).", ""]
@@ -178,7 +182,10 @@ def render_results(meta: dict, fl: dict | None, scale: dict | None, others: list
     if not scale or "error" in scale:
         L += [f"not run: {(scale or {}).get('error', 'missing')}", ""]
     else:
-        L += [table(SCALE_HEADER, scale_rows(scale["sizes"])), "", "![scale](scale.png)", ""]
+        L += [table(SCALE_HEADER, scale_rows(scale["sizes"])), ""]
+        L += [f"- {r['providers']} providers: {len(r['failed_attempts'])} failed attempt(s) before: " + "; ".join(r["failed_attempts"])
+              for r in scale["sizes"] if r.get("failed_attempts")]
+        L += ["", "![scale](scale.png)", ""]
         f = scale["footprint"]
         L += ["## Node footprint", "",
               table(["figure", "median", "max", "target", "verdict"], [
@@ -190,6 +197,8 @@ def render_results(meta: dict, fl: dict | None, scale: dict | None, others: list
                    "met" if f["idle_rss_median_mb"] <= f["idle_rss_target_mb"] else "NOT met"]]),
               "", f"over {f['daemons']} daemons of the scale runs (model providers and providers; the relay, whose start "
               "includes anvil and the contracts' deployment, is left out).", ""]
+    if meta.get("reused"):
+        L += ["Figures reused from an earlier `make bench` run (bench/results/): " + ", ".join(meta["reused"]), ""]
     L += ["## Other layers (each script's own output, with its peer and ratio)", ""]
     for o in others:
         L += [f"### `{o['cmd']}`", "", f"{o['status']} in {o['wall_s']:.0f} s, load {o['load_before']} → {o['load_after']}", "",

@@ -128,27 +128,50 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few rounds and small sizes (to try the pipeline, not for figures)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    ap.add_argument("--steps", default="fl,scale,others",
+                    help="the steps to run (fl, scale, others); the rest is taken from bench/results/ of an earlier run")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(), "versions": versions()}
-    log(f"load {load()}; FL vs Flower")
-    fl_args = ["bench/fl_vs_flower.py"] + (["--rounds", "3", "--he-rounds", "2"] if args.quick else [])
-    fl = run_json(fl_args, 1500, "fl_vs_flower", results)
+    steps = set(args.steps.split(","))
+    meta["reused"] = []
+
+    def reuse(name: str):
+        path = results / f"{name}.json"
+        if not path.exists():
+            return {"error": f"not run, and no {path} from an earlier run"}
+        meta["reused"].append(f"{name} ({time.strftime('%Y-%m-%d %H:%M', time.localtime(path.stat().st_mtime))})")
+        return json.loads(path.read_text())
+
+    if "fl" in steps:
+        log(f"load {load()}; FL vs Flower")
+        fl_args = ["bench/fl_vs_flower.py"] + (["--rounds", "3", "--he-rounds", "2"] if args.quick else [])
+        fl = run_json(fl_args, 1500, "fl_vs_flower", results)
+    else:
+        fl = reuse("fl_vs_flower")
     write(args.out, meta, t0, fl, None, [])
-    log(f"load {load()}; scale")
-    sc_args = ["bench/scale.py", "--plot", str(ROOT / "bench" / "scale.png")] + (["--providers", "4,8", "--rounds", "2"] if args.quick else [])
-    scale = run_json(sc_args, 900, "scale", results)
+    if "scale" in steps:
+        log(f"load {load()}; scale")
+        sc_args = ["bench/scale.py", "--plot", str(ROOT / "bench" / "scale.png")] + (["--providers", "4,8", "--rounds", "2"] if args.quick else [])
+        scale = run_json(sc_args, 900, "scale", results)
+    else:
+        scale = reuse("scale")
     write(args.out, meta, t0, fl, scale, [])
     others = []
-    for cmd, timeout in OTHERS:
-        if args.quick and cmd[0] == "bench/bitswap.py":
-            cmd = ["bench/bitswap.py", "--size", "8"]
-        log(f"load {load()}; {' '.join(cmd)}")
-        others.append(run_text(cmd, timeout))
-        log(f"{cmd[0]}: {others[-1]['status']} in {others[-1]['wall_s']:.0f} s")
-        write(args.out, meta, t0, fl, scale, others)
+    if "others" in steps:
+        for cmd, timeout in OTHERS:
+            if args.quick and cmd[0] == "bench/bitswap.py":
+                cmd = ["bench/bitswap.py", "--size", "8"]
+            log(f"load {load()}; {' '.join(cmd)}")
+            others.append(run_text(cmd, timeout))
+            log(f"{cmd[0]}: {others[-1]['status']} in {others[-1]['wall_s']:.0f} s")
+            (results / "others.json").write_text(json.dumps(others, indent=2))
+            write(args.out, meta, t0, fl, scale, others)
+    else:
+        others = reuse("others")
+        others = others if isinstance(others, list) else []
     meta["complete"] = True
     write(args.out, meta, t0, fl, scale, others)
     log(f"wrote {args.out} in {meta['wall_s']:.0f} s")

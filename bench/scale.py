@@ -24,9 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import figures  # noqa: E402
-from fl_vs_flower import dainode_manifest, digits_files  # noqa: E402
-
-import task as dainode_task  # noqa: E402
+from fl_vs_flower import dainode_manifest, digits_files, measure_dainode  # noqa: E402
 
 READY_TARGET_S, IDLE_RSS_TARGET_MB = 2.0, 150.0
 
@@ -92,12 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         print(f"[scale] {n} providers, {args.rounds} rounds, load {Path('/proc/loadavg').read_text().split()[0]}",
               file=sys.stderr, flush=True)
-        try:
-            res = dainode_task.measure(args.rounds, providers=n, manifest_text=dainode_manifest("iid", args.rounds, n),
-                                       files=files, verify=False)
-        except Exception as exc:  # one size failing still reports the others
-            res = {"error": f"{type(exc).__name__}: {exc}"}
+        res = measure_dainode(args.rounds, dainode_manifest("iid", args.rounds, n), files)  # one size failing: the others still run
         row = summarize_size(n, res)
+        row["failed_attempts"] = res["failed_attempts"]
         row["wall_s"] = time.monotonic() - t0
         row["load"] = Path("/proc/loadavg").read_text().split()[0]
         rows.append(row)

@@ -139,3 +139,33 @@ def test_the_benchmark_manifests_are_valid_tasks(job, providers, tmp_path):
     assert m.task.privacy == ("he" if job == "he" else "fl")
     reserved = providers * (m.task.max_data_price_wei + m.task.max_compute_price_wei)
     assert reserved <= m.task.reward_pool_wei
+
+
+def test_render_results_names_failed_attempts_and_reused_steps():
+    j = job()
+    j["dainode"]["failed_attempts"] = ["RpcError: BlockOutOfRangeError"]
+    md = figures.render_results({"date": "d", "reused": ["scale (2026-12-01 19:40)"]}, {"iid": j}, None, [])
+    assert "dainode needed 2 attempts (the failed ones: RpcError: BlockOutOfRangeError)" in md
+    assert "reused from an earlier `make bench` run (bench/results/): scale (2026-12-01 19:40)" in md
+
+
+def test_measure_dainode_retries_a_failed_run_but_not_a_refusal(monkeypatch):
+    import fl_vs_flower
+
+    calls = []
+
+    def fake(rounds, **kw):
+        calls.append(rounds)
+        if len(calls) == 1:
+            raise RuntimeError("node p2 crashed")
+        if len(calls) == 2:
+            return {"phase": "abandoned"}
+        return {"phase": "split_posted", "rounds": rounds}
+
+    monkeypatch.setattr(fl_vs_flower.dainode_task, "measure", fake)
+    res = fl_vs_flower.measure_dainode(3, "manifest", [Path("a")])
+    assert res["rounds"] == 3 and res["failed_attempts"] == ["RuntimeError: node p2 crashed", "task ended in phase abandoned"]
+    calls.clear()
+    monkeypatch.setattr(fl_vs_flower.dainode_task, "measure", lambda r, **kw: calls.append(r) or {"error": "invalid value 'he' for task.privacy"})
+    res = fl_vs_flower.measure_dainode(3, "manifest", [Path("a")])
+    assert len(calls) == 1 and res["error"].startswith("invalid value") and res["failed_attempts"] == []
