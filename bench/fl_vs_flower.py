@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -288,6 +289,10 @@ def run_job(job: str, rounds: int, work: Path, first: str, log) -> dict:
     return out
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=20)
@@ -302,10 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="dainode-bench-flower-"))
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     results = {}
+    signal.signal(signal.SIGTERM, _stop)
     try:
         for i, job in enumerate(args.jobs.split(",")):
             rounds = args.he_rounds if job == "he" else args.rounds
             results[job] = run_job(job, rounds, work, "dainode" if i % 2 else "flower", log)
+    except KeyboardInterrupt:  # SIGTERM (make bench's time budget): every process was stopped; report what is done
+        log("stopped before the end; reporting the jobs done")
     finally:
         if args.keep:
             log(f"kept {work}")

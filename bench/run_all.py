@@ -83,17 +83,23 @@ def versions() -> dict:
 def run_json(argv: list[str], timeout: float, name: str, results: Path) -> dict:
     """A benchmark that prints one JSON object on stdout (its progress on stderr, passed through)."""
     t0 = time.monotonic()
+    p = subprocess.Popen([PY, *argv, "--json"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
-        p = subprocess.run([PY, *argv, "--json"], cwd=ROOT, stdout=subprocess.PIPE, text=True, timeout=timeout)
+        stdout, _ = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"error": f"did not finish within {timeout:.0f} s"}
+        # SIGTERM, not SIGKILL: the benchmark's finally blocks stop its daemons (by PID) and it prints what it has
+        p.terminate()
+        try:
+            stdout, _ = p.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            stdout, _ = p.communicate()
+        log(f"{name}: stopped after {timeout:.0f} s")
     log(f"{name}: exit {p.returncode} in {time.monotonic() - t0:.0f} s")
-    if p.returncode != 0:
-        return {"error": f"exit {p.returncode}"}
     try:
-        out = json.loads(p.stdout.strip().splitlines()[-1])
+        out = json.loads(stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        return {"error": "no JSON on stdout"}
+        return {"error": f"exit {p.returncode}, no JSON on stdout"}
     (results / f"{name}.json").write_text(json.dumps(out, indent=2, default=str))
     return out
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -84,20 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     rows = []
-    for n in [int(x) for x in args.providers.split(",")]:
-        work = Path(tempfile.mkdtemp(prefix=f"dainode-bench-scale{n}-"))
-        _, files = digits_files("iid", work, clients=n)
-        t0 = time.monotonic()
-        print(f"[scale] {n} providers, {args.rounds} rounds, load {Path('/proc/loadavg').read_text().split()[0]}",
-              file=sys.stderr, flush=True)
-        res = measure_dainode(args.rounds, dainode_manifest("iid", args.rounds, n), files)  # one size failing: the others still run
-        row = summarize_size(n, res)
-        row["failed_attempts"] = res["failed_attempts"]
-        row["wall_s"] = time.monotonic() - t0
-        row["load"] = Path("/proc/loadavg").read_text().split()[0]
-        rows.append(row)
-        print(f"[scale] {n}: {json.dumps({k: v for k, v in row.items() if k not in ('start_to_ready_s', 'idle_rss_mb')})}",
-              file=sys.stderr, flush=True)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        _sizes(args, rows)
+    except KeyboardInterrupt:  # SIGTERM/SIGINT: the daemons of the size under way were stopped; report the others
+        rows.append({"providers": getattr(args, "current", "?"), "error": "stopped (time budget) before it finished"})
     if any("error" not in r for r in rows):
         plot(rows, args.plot)
     out = {"sizes": rows, "footprint": footprint(rows), "plot": str(args.plot)}
@@ -111,6 +103,27 @@ def main(argv: list[str] | None = None) -> int:
           f"(max {f['idle_rss_max_mb']:.0f}; target <= {IDLE_RSS_TARGET_MB:.0f} MB); plot: {args.plot}")
     return 0
 
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _sizes(args, rows: list[dict]) -> None:
+    for n in [int(x) for x in args.providers.split(",")]:
+        args.current = n
+        work = Path(tempfile.mkdtemp(prefix=f"dainode-bench-scale{n}-"))
+        _, files = digits_files("iid", work, clients=n)
+        t0 = time.monotonic()
+        print(f"[scale] {n} providers, {args.rounds} rounds, load {Path('/proc/loadavg').read_text().split()[0]}",
+              file=sys.stderr, flush=True)
+        res = measure_dainode(args.rounds, dainode_manifest("iid", args.rounds, n), files)  # one size failing: the others still run
+        row = summarize_size(n, res)
+        row["failed_attempts"] = res["failed_attempts"]
+        row["wall_s"] = time.monotonic() - t0
+        row["load"] = Path("/proc/loadavg").read_text().split()[0]
+        rows.append(row)
+        print(f"[scale] {n}: {json.dumps({k: v for k, v in row.items() if k not in ('start_to_ready_s', 'idle_rss_mb')})}",
+              file=sys.stderr, flush=True)
 
 if __name__ == "__main__":
     sys.exit(main())
