@@ -241,6 +241,8 @@ def measure_dainode(rounds: int, manifest: str, files: list[Path], attempts: int
         except Exception as exc:  # a crashed node shows up as a failed RPC here
             res = {"error": f"{type(exc).__name__}: {exc}"}
         if "error" not in res and res.get("phase") == "split_posted":
+            if res.get("crashed_after_task"):
+                failed.append(f"(kept) nodes crashed after the last round: {', '.join(res['crashed_after_task'])}")
             break
         err = res.get("error") or f"task ended in phase {res.get('phase')}"
         if "privacy" in err:  # refused by the node: another attempt gets the same answer

@@ -121,9 +121,15 @@ def measure(rounds: int, *, providers: int = 4, manifest_text: str | None = None
             mp.rpc("task_status", task_id=task_id)), 600, every=0.5)
         submit_to_result_s = time.monotonic() - t_submit
         timings = status["timings"]
-        footprint = {"start_to_ready_s": started, "idle_rss_mb": idle_rss,
-                     "peak_rss_mb": {n.name: peak_rss_mb(n.pid) for n in nodes},
-                     "bitswap_bytes_sent": sum(n.rpc("bitswap_stat")["bytes_sent"] for n in nodes)}
+        stats, crashed = {}, []
+        for n in nodes:  # a node that crashed after the last round (its log says why) is named, not fatal here
+            try:
+                stats[n.name] = n.rpc("bitswap_stat")["bytes_sent"]
+            except Exception:
+                crashed.append(n.name)
+        footprint = {"start_to_ready_s": started, "idle_rss_mb": idle_rss, "crashed_after_task": crashed,
+                     "peak_rss_mb": {n.name: peak_rss_mb(n.pid) for n in nodes if n.name not in crashed},
+                     "bitswap_bytes_sent": sum(stats.values())}
         verify_s, verdict = float("nan"), "not run"
         if verify:
             wait_for(lambda: relay.rpc("task_watch", task_id=task_id, wait_s=0)["revealed"], 120)
