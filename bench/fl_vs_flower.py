@@ -291,7 +291,7 @@ def run_job(job: str, rounds: int, work: Path, first: str, log) -> dict:
     return out
 
 
-def _stop(signum, frame):
+def _on_sigterm(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="dainode-bench-flower-"))
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     results = {}
-    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         for i, job in enumerate(args.jobs.split(",")):
             rounds = args.he_rounds if job == "he" else args.rounds

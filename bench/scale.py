@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     rows = []
-    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         _sizes(args, rows)
     except KeyboardInterrupt:  # SIGTERM/SIGINT: the daemons of the size under way were stopped; report the others
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _stop(signum, frame):
+def _on_sigterm(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
