@@ -144,9 +144,30 @@ def _wait_file(path: Path, procs: list[subprocess.Popen], timeout: float) -> Non
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM the SuperLink, the SuperNodes and their flower-superexec children (by PID; a SuperNode's superexec
+    can outlive it), SIGKILL what is left after 10 s."""
+    import psutil
+
+    kids = []
+    for p in procs:
+        try:
+            kids += psutil.Process(p.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
     for p in procs:
         if p.poll() is None:
             p.terminate()
+    for k in kids:
+        try:
+            k.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(kids, timeout=10)
+    for k in alive:
+        try:
+            k.kill()
+        except psutil.NoSuchProcess:
+            pass
     for p in procs:
         try:
             p.wait(10)
