@@ -12,6 +12,7 @@ help:
 	@echo "make demo     install what is missing, start a local testnet, run a training task across it, stop it"
 	@echo "make test     install what is missing and run the whole test suite"
 	@echo "make install  create .venv/ and node_modules/"
+	@echo "make bench    run every benchmark (dainode vs Flower, Helia, the paper) and write bench/RESULTS.md"
 
 SLITHER_VENV := .venv-slither
 
@@ -55,5 +56,20 @@ demo: install
 	@$(PY) scripts/testnet up $(UP_ARGS) && $(PY) scripts/testnet demo $(DEMO_ARGS); rc=$$?; \
 	$(PY) scripts/testnet down; exit $$rc
 
+# Flower is a benchmark-only peer in its own venv. flwr 1.42.0 pins certifi>=2026.10.19, newer than the
+# registry here holds: its other requirements first (bench/flower-requirements.txt), then flwr without deps.
+FLOWER_VENV := bench/.venv-flower
+
+$(FLOWER_VENV)/.installed: bench/flower-requirements.txt
+	test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/pip install --quiet --upgrade pip
+	$(FLOWER_VENV)/bin/pip install --quiet -r bench/flower-requirements.txt
+	$(FLOWER_VENV)/bin/pip install --quiet --no-deps flwr==1.42.0
+	touch $@
+
+# Benchmarks measure and never assert; they are not part of `make test`.
+bench: install $(FLOWER_VENV)/.installed
+	FLWR_TELEMETRY_ENABLED=0 $(PY) bench/run_all.py $(BENCH_ARGS)
+
 clean-venv:
-	rm -rf $(VENV) $(SLITHER_VENV) node_modules
+	rm -rf $(VENV) $(SLITHER_VENV) $(FLOWER_VENV) node_modules

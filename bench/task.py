@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from dainode.localnet import DaemonProcess, run_cli  # noqa: E402
 from dainode.localnet.network import Testnet, layout  # noqa: E402
-from dainode.localnet.workload import task_manifest  # noqa: E402
+from dainode.localnet.workload import COMPUTE_PRICE_WEI, DATA_PRICE_WEI, shard_files, task_manifest  # noqa: E402
 
 FLOWER_DEPLOYMENT_S, FLOWER_SIM_S, BARE_MS = 9.5, 0.21, 4.0
 #: the breakdown's columns: the round's critical path (the compute provider whose update the MP opened last), in order
@@ -132,6 +132,98 @@ def wait_for(fn, timeout: float, every: float = 0.5):
             return got
         time.sleep(every)
     raise TimeoutError("benchmark step did not finish in time")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The peak resident set of a live process (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(rounds: int, *, providers: int = 4, manifest_text: str | None = None, files: list[Path] | None = None,
+            verify: bool = True) -> dict:
+    """Run the task on a fresh local network and return its figures (bench/fl_vs_flower.py calls this with its own
+    manifest, shards and provider count). Adds: per-node start-to-ready time, idle RSS before the task, peak RSS
+    (VmHWM) and bitswap bytes sent, and the wall time from `task create` to the result."""
+    import psutil
+
+    base = Path(tempfile.mkdtemp(prefix="dainode-bench-task-"))
+    nodes: list[DaemonProcess] = []
+    try:
+        relay = DaemonProcess(base, "relay", roles=None, chain="dev")
+        nodes.append(relay)
+        started = {}
+        t_start = time.monotonic()
+        relay.start(timeout=120)
+        started["relay"] = time.monotonic() - t_start
+        url = relay.rpc("chain_info")["endpoint"]
+        env = {"DAINODE_CHAIN_DEPLOYMENT_FILE": str(relay.data_dir / "deployment.json")}
+        mp = DaemonProcess(base, "mp", roles=["model"], chain=url, bootstrap=[relay.multiaddr], env=env)
+        nodes.append(mp)
+        t_start = time.monotonic()
+        mp.start(timeout=120)
+        started["mp"] = time.monotonic() - t_start
+        n_providers = providers
+        providers = [DaemonProcess(base, f"p{i}", roles=["data", "compute"], chain=url, bootstrap=[relay.multiaddr, mp.multiaddr],
+                                   env=env) for i in range(n_providers)]
+        for n in [mp, *providers]:
+            if n is not mp:
+                nodes.append(n)
+                t_start = time.monotonic()
+                n.start(timeout=120)
+                started[n.name] = time.monotonic() - t_start
+            run_cli("chain", "fund", n.info["address"], "--eth", "10", "--data-dir", str(relay.data_dir))
+        for n, f in zip(providers, files or shard_files(base, n_providers)):
+            run_cli("offer", "data", "--dataset", str(f), "--price", str(DATA_PRICE_WEI), "--data-dir", str(n.data_dir), timeout=300)
+            run_cli("offer", "compute", "--price", str(COMPUTE_PRICE_WEI), "--data-dir", str(n.data_dir), timeout=300)
+        wait_for(lambda: len([o for o in mp.rpc("offer_list", kind="data") if o["verified"]]) >= n_providers, 120)
+        idle_rss = {n.name: psutil.Process(n.pid).memory_info().rss / 2**20 for n in nodes}
+        manifest = base / "task.toml"
+        manifest.write_text(manifest_text or task_manifest(providers=n_providers, rounds=rounds, name="digits-mlp-e2e",
+                                                          pool_wei=n_providers * 10**18))
+        t_submit = time.monotonic()
+        out = run_cli("task", "create", str(manifest), "--json", "--data-dir", str(mp.data_dir), timeout=300)
+        if out.returncode != 0:
+            return {"error": (out.stderr.strip() or out.stdout.strip()).splitlines()[-1]}
+        task_id = json.loads(out.stdout)["task_id"]
+        status = wait_for(lambda: (lambda s: s if s["phase"] in ("split_posted", "final", "abandoned") else None)(
+            mp.rpc("task_status", task_id=task_id)), 600, every=0.5)
+        submit_to_result_s = time.monotonic() - t_submit
+        timings = status["timings"]
+        stats, crashed = {}, []
+        for n in nodes:  # a node that crashed after the last round (its log says why) is named, not fatal here
+            try:
+                stats[n.name] = n.rpc("bitswap_stat")["bytes_sent"]
+            except Exception:
+                crashed.append(n.name)
+        footprint = {"start_to_ready_s": started, "idle_rss_mb": idle_rss, "crashed_after_task": crashed,
+                     "peak_rss_mb": {n.name: peak_rss_mb(n.pid) for n in nodes if n.name not in crashed},
+                     "bitswap_bytes_sent": sum(stats.values())}
+        verify_s, verdict = float("nan"), "not run"
+        if verify:
+            wait_for(lambda: relay.rpc("task_watch", task_id=task_id, wait_s=0)["revealed"], 120)
+            t0 = time.monotonic()
+            verify = run_cli("task", "verify", str(task_id), "--json", "--data-dir", str(relay.data_dir), timeout=900)
+            verify_s = time.monotonic() - t0
+            verdict = json.loads(verify.stdout)["verdict"] if verify.stdout.strip() else f"error: {verify.stderr.strip()}"
+        cp = [t for n in providers for t in compute_timings(n, task_id)]
+        rows = breakdown(timings, cp)
+        walls = [r["wall"] for r in rows]
+        med = statistics.median(walls) if walls else float("nan")
+        steady = rows[1:] or rows
+        result = {"rounds": len(timings), "median_round_ms": med,
+                  "median_parts_ms": {k: round(statistics.median([r.get(k, 0.0) for r in steady]), 1) for k, _ in COLS} if rows else {},
+                  "per_round": timings, "final_accuracy": status["history"][-1]["accuracy"] if status["history"] else None,
+                  "verify_s": round(verify_s, 2), "verify": verdict,
+                  "vs_flower_deployment": FLOWER_DEPLOYMENT_S * 1000 / med, "vs_flower_simulation": FLOWER_SIM_S * 1000 / med,
+                  "vs_bare_msgpack_tcp": BARE_MS / med, "phase": status["phase"],
+                  "submit_to_result_s": submit_to_result_s, **footprint}
+        return result
+    finally:
+        for n in nodes:
+            n.stop()
 
 
 def run(rounds: int, as_json: bool, no_push: bool = False, profile: str | None = None, http_listen: str = "127.0.0.1:0") -> int:
