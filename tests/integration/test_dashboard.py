@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.browser import MISSING, Browser
 from tests.integration.daemon import DaemonProcess, run_cli
-from tests.integration.test_task_e2e import COMPUTE_PRICE, DATA_PRICE, MANIFEST, quarters, wait_for
+from dainode.localnet.workload import shard_files
+from tests.integration.test_task_e2e import COMPUTE_PRICE, DATA_PRICE, MANIFEST, wait_for
 
 ROUNDS = 8
 #: Where the task page's screenshot is kept after the run (pytest's tmp dirs are rotated away); gitignored.
@@ -71,7 +72,7 @@ def net(tmp_path_factory):
             n.start(timeout=120)
         for n in [mp, *providers]:
             assert run_cli("chain", "fund", n.info["address"], "--eth", "10", "--data-dir", str(relay.data_dir)).returncode == 0
-        for n, f in zip(providers, quarters(base)):
+        for n, f in zip(providers, shard_files(base, 4)):  # two of four quarters
             for args in (["offer", "data", "--dataset", str(f), "--price", str(DATA_PRICE)], ["offer", "compute", "--price", str(COMPUTE_PRICE)]):
                 out = run_cli(*args, "--data-dir", str(n.data_dir), timeout=300)
                 assert out.returncode == 0, out.stderr
