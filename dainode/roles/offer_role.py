@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from abc import abstractmethod
 
 import trio
 
@@ -23,9 +24,9 @@ class OfferRole(Role):
         self.auto_withdraw = os.environ.get("DAINODE_TASK_AUTO_WITHDRAW", "1") != "0"
         node_roles(ctx).add(self.name)
 
+    @abstractmethod
     def make_tasks(self):
         """The object that follows this role's tasks on chain (DataTasks, ComputeTasks)."""
-        raise NotImplementedError
 
     async def follow(self, nursery: trio.Nursery) -> None:
         await self.tasks.follow()
