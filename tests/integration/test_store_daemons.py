@@ -146,6 +146,27 @@ def test_daemon_killed_during_get_restarts_with_a_clean_blockstore(pair, tmp_pat
     assert filecmp.cmp(src, dst, shallow=False)
 
 
+def test_a_restarted_node_fetches_from_a_peer_that_served_it_before(daemon_factory, tmp_path):
+    """Regression (a resumed model provider could not fetch its providers' updates): a SIGKILLed node restarted at
+    the same address and peer ID asks a peer that had served it before, and that peer, which dials back to it,
+    answers on the new connection instead of dropping the reply with the dead one."""
+    from tests.integration.daemon import free_port
+
+    relay = daemon_factory("relay").start()
+    a = daemon_factory("a", bootstrap=[relay.multiaddr], listen=f"/ip4/127.0.0.1/tcp/{free_port()}", env=FAST_FAIL)
+    a.start()
+    b = daemon_factory("b", bootstrap=[relay.multiaddr, a.multiaddr]).start()
+    cids = [b.rpc("store_add", path=str(random_file(tmp_path / f"f{i}", 5000)))["cid"] for i in range(3)]
+    a.rpc("store_cat", cid=cids[0], timeout=30)  # b now holds a stream to a
+    for cid in cids[1:]:
+        a.kill()
+        a.proc.wait(10)
+        time.sleep(1)  # b notices, and redials its bootstrap peer a once it is back
+        a.start()
+        got = a.rpc("store_cat", cid=cid, timeout=30)
+        assert base64.b64decode(got["data"]) == (tmp_path / f"f{cids.index(cid)}").read_bytes()
+
+
 async def test_tampering_provider_is_counted_and_fetch_completes_from_honest_one(daemon_factory, tmp_path):
     """A raw py-libp2p peer in the test process says HAVE to everything and serves corrupted
     blocks; the daemon drops them, counts the peer, and completes from the honest daemon."""

@@ -67,6 +67,7 @@ class Want:
         self.sessions: set = set()
         self.sent: dict[ID, str] = {}  # peer -> "have" | "block" (to cancel later)
         self.pending_block: dict[ID, float] = {}  # peers asked for the block, with the time asked
+        self.asked: dict[ID, float] = {}  # when each peer in `sent` was last asked (a HAVE question too)
         self.haves: list[ID] = []
         self.dont_haves: set[ID] = set()
         self.refs = 0
@@ -186,6 +187,7 @@ class Bitswap(Service):
 
     def send_want(self, peer: ID, want: Want, *, block: bool) -> None:
         want.sent[peer] = "block" if block else "have"
+        want.asked[peer] = trio.current_time()
         if block:
             want.pending_block[peer] = trio.current_time()
         entry = wire.WantEntry(want.cid, want_have=not block, send_dont_have=True)
@@ -196,6 +198,7 @@ class Bitswap(Service):
             if peer != skip:
                 self.outbox(peer).want(wire.WantEntry(want.cid, cancel=True), want.mh)
         want.sent.clear()
+        want.asked.clear()
         want.pending_block.clear()
 
     def penalise(self, peer: ID, reason: str) -> None:

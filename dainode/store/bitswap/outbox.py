@@ -111,9 +111,45 @@ class Outbox:
     async def _writer(self, recv) -> None:
         async with recv:
             async for frame, blocks in recv:
-                await self.stream.write(frame)
+                await self._write(frame)
                 self.messages_sent += 1
                 self.engine.stats.sent(self.peer, blocks)
+
+    async def _write(self, frame: bytes) -> None:
+        """Write `frame` on our stream; on a fresh one if the old stream's connection is gone.
+
+        A peer that restarted (same peer ID) dials back and asks again while this box still holds the stream of
+        the dead connection: the reply must go out on the new connection, not be dropped with the old one."""
+        if self._stream_dead():
+            await self._reopen()
+        try:
+            await self.stream.write(frame)
+        except Exception:
+            if not self._peer_connected():
+                raise
+            await self._reopen()
+            await self.stream.write(frame)  # a second failure is the peer's: run() reports it
+
+    def _stream_dead(self) -> bool:
+        stream = self.stream
+        if stream is None:
+            return False
+        conn = getattr(stream, "muxed_conn", None)
+        return bool(getattr(stream, "is_closed", False)) or bool(getattr(conn, "is_closed", False))
+
+    def _peer_connected(self) -> bool:
+        conns = self.engine.host.get_network().connections.get(self.peer) or []
+        return any(not getattr(c, "is_closed", False) for c in conns)
+
+    async def _reopen(self) -> None:
+        old, self.stream = self.stream, None
+        if old is not None:
+            with trio.move_on_after(1):
+                try:
+                    await old.reset()
+                except Exception:  # it is already gone; nothing to tell the peer
+                    pass
+        await self._open()
 
     async def _open(self) -> None:
         for attempt in range(OPEN_ATTEMPTS):

@@ -143,11 +143,14 @@ class Session:
                         mine.add(peer)
                         self.inflight[peer] += 1
                 else:
-                    # want.sent forgets a peer whose stream broke, so it is asked again
+                    # want.sent forgets a peer whose stream broke, so it is asked again; a peer that never
+                    # answered a HAVE question is asked again too (the question or its answer was lost with a
+                    # connection, e.g. the peer restarted)
                     targets = [
                         p
                         for p in engine.connected_peers()
-                        if p not in want.sent and p not in self.excluded and p not in want.dont_haves
+                        if (p not in want.sent or self._unanswered(want, p, now))
+                        and p not in self.excluded and p not in want.dont_haves
                     ]
                     for p in targets:
                         engine.send_want(p, want, block=False)
@@ -159,6 +162,11 @@ class Session:
                 await changed.wait()
         assert want.data is not None
         return want.data
+
+    @staticmethod
+    def _unanswered(want: Want, peer: ID, now: float) -> bool:
+        return (want.sent.get(peer) == "have" and peer not in want.haves
+                and now - want.asked.get(peer, now) >= PEER_TIMEOUT_S)
 
     def _maybe_discover(self, want: Want) -> None:
         if self.engine.find_providers is None or self._discovering:

@@ -10,6 +10,7 @@ from libp2p.custom_types import TProtocol
 
 from dainode.errors import BlockNotFound
 from dainode.store.bitswap import Session, wire
+from dainode.store.bitswap import session as session_module
 from dainode.store.cid import DAG_PB, cid_of
 from tests.unit.store.bitswap.helpers import MemoryBlocks, bitswap_peers, connect, running_host
 
@@ -383,3 +384,42 @@ async def test_a_block_arriving_after_its_fetch_was_given_up_is_late_not_bad():
         msg = wire.decode(wire.encode(blocks=[(wire.parse_cid_bytes(cid.to_bytes()), data)]))
         await b.on_message(ha.get_id(), msg)
         assert b.stats.bad_blocks == {} and b.stats.dup_blocks == 1  # before the fix: "bad block", a excluded
+
+
+async def test_a_peer_that_reconnects_gets_its_answer_on_the_new_connection():
+    """Regression: a peer that restarted (same peer ID, a new connection) asked again and got no answer: the
+    provider's outbox still held the stream of the dead connection, the reply failed on it and was dropped."""
+    first, second = os.urandom(30_000), os.urandom(30_000)
+    c1, c2 = cid_of(first), cid_of(second)
+    async with bitswap_peers(2, [MemoryBlocks({c1: first, c2: second}), MemoryBlocks()]) as [(ha, a), (hb, b)]:
+        await connect(hb, ha)
+        with session(b) as s:
+            assert await s.get(c1.to_bytes()) == first  # a now has an outbound stream to b
+        await hb.get_network().close_peer(ha.get_id())
+        await trio.sleep(0.2)
+        await connect(hb, ha)
+        with trio.fail_after(5), session(b, timeout=10) as s:
+            assert await s.get(c2.to_bytes()) == second
+
+
+async def test_a_have_question_nobody_answered_is_asked_again(monkeypatch):
+    """Regression: a want-have lost on the way (or its answer) was never asked again: the fetch waited for a
+    reply from a peer that had the block until it timed out."""
+    monkeypatch.setattr(session_module, "PEER_TIMEOUT_S", 0.5)
+    block = os.urandom(5000)
+    cid = cid_of(block)
+    async with bitswap_peers(2, [MemoryBlocks({cid: block}), MemoryBlocks()]) as [(ha, a), (hb, b)]:
+        await connect(hb, ha)
+        real = a._on_wantlist
+        dropped = []
+
+        async def deaf_once(peer, msg):
+            if not dropped:  # the first question is lost
+                dropped.append(peer)
+                return
+            await real(peer, msg)
+
+        a._on_wantlist = deaf_once
+        with trio.fail_after(10), session(b, timeout=60) as s:
+            assert await s.get(cid.to_bytes()) == block
+        assert dropped == [hb.get_id()]
