@@ -120,6 +120,9 @@ class ChainConfig:
     max_fee_gwei: float = field(default=500.0, metadata=_doc("Never offer more than this maxFeePerGas (gwei).", range=_range(0.000001, 1_000_000.0)))
     poll_interval_s: float = field(default=1.0, metadata=_doc("Log polling interval when the endpoint has no websocket.", range=_range(0.01, 3600.0)))
     receipt_timeout_s: float = field(default=120.0, metadata=_doc("Give up waiting for a transaction receipt after this long.", range=_range(1.0, DAY_S)))
+    dev_time_travel: bool = field(default=False, metadata=_doc(
+        "Dev chains (chain id 31337) only: a model provider moves the chain's clock past a task's challenge window "
+        "(evm_increaseTime) instead of waiting it out; every task on that chain sees the time pass (tests, demos)."))
 
 
 def _check_http_listen(value: str) -> None:

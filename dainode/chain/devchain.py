@@ -27,6 +27,7 @@ log = logging.getLogger("dainode.chain")
 ANVIL_REL = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 DEV_FUNDING_WEI = 10_000 * 10**18
 DEPLOYMENT_VERSION = 1
+DEV_CHAIN_ID = 31337  # anvil's default chain id: the only chain dev-only helpers (chain.dev_time_travel) act on
 # anvil rewrites its --state file this often (whole seconds; anvil takes no fractions), so a
 # SIGKILL of anvil itself loses at most this much; it also writes the file when it stops.
 STATE_INTERVAL_S = 1

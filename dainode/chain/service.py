@@ -10,6 +10,7 @@ from eth_utils import is_address, to_checksum_address
 
 from dainode.chain.contracts import ContractSet, load_contracts
 from dainode.chain.devchain import (
+    DEV_CHAIN_ID,
     DevChain,
     deploy_contracts,
     deployment_is_live,
@@ -70,6 +71,19 @@ class ChainService(Service):
     @property
     def address(self) -> str:
         return self.signer.address
+
+    async def dev_travel_to(self, timestamp: int) -> bool:
+        """With chain.dev_time_travel on a dev chain (id 31337): mine a block at `timestamp` or later (anvil's
+        evm_increaseTime + evm_mine) and return True; otherwise do nothing and return False."""
+        if not self.cfg.dev_time_travel or int(self.chain_id) != DEV_CHAIN_ID:
+            return False
+        head = await self.rpc.call("eth_getBlockByNumber", "latest", False)
+        ahead = int(timestamp) - int(head["timestamp"], 16)
+        if ahead > 0:
+            await self.rpc.call("evm_increaseTime", ahead)
+        await self.rpc.call("evm_mine")
+        self.log.info("dev chain: clock moved %d s ahead (chain.dev_time_travel)", max(ahead, 0))
+        return True
 
     def deployment_path(self) -> Path:
         if self.cfg.deployment_file:

@@ -21,9 +21,14 @@ from dainode.errors import NodeNotRunningError
 PASSWORD = "localnet-password"
 
 
+#: DAINODE_* settings of the caller that every node gets too.
+PASSED_THROUGH = frozenset({"DAINODE_CHAIN_DEV_TIME_TRAVEL"})
+
+
 def daemon_env(**extra: str) -> dict[str, str]:
-    """The caller's environment without its DAINODE_* settings (each node gets its own), plus a keystore password."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAINODE_")}
+    """The caller's environment without its DAINODE_* settings (each node gets its own, except those in
+    PASSED_THROUGH: the test suite turns on dev-chain time travel for every node), plus a keystore password."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAINODE_") or k in PASSED_THROUGH}
     env["DAINODE_PASSWORD"] = PASSWORD
     env["PYTHONUNBUFFERED"] = "1"
     env["DAINODE_HTTP_LISTEN"] = "127.0.0.1:0"  # many nodes on one machine: each dashboard on a free port

@@ -16,6 +16,8 @@ from dainode.tasks.matching import compute_offer_misfits
 
 log = logging.getLogger("dainode.tasks")
 
+#: A round that failed (a peer or the chain unreachable) is tried again after this long, doubling up to RETRY_MAX_S.
+RETRY_START_S, RETRY_MAX_S = 0.5, 5.0
 JOB_EVENTS = ["TrainingStarted", "DataProvided", "GlobalModelPublished", "TaskFinalized", "TaskAbandoned"]
 
 
@@ -175,20 +177,35 @@ class Job:
 
     async def _advance(self) -> None:
         """Train every round that can be trained now: the next one once the previous global model is published."""
+        from dainode.chain.training_task import Phase
+
+        failures = 0
         while (self.data is not None and self.started and self.next_round < self.rounds
                and (self.next_round == 0 or self.next_round - 1 in self.published)):
             try:
-                current = int((await self.tc.task(self.task_id)).round)
+                ts = await self.tc.task(self.task_id)
+                if ts.phase != Phase.TRAINING:
+                    return  # finalized or abandoned: the job's event loop sees the event
+                current = int(ts.round)
                 if current > self.next_round:  # rounds closed while this node was away: rejoin at the open one
                     log.info("task %d match %d: round(s) %d-%d closed without this node; rejoining at round %d "
                              "from the latest global model", self.task_id, self.match_id, self.next_round,
                              current - 1, current)
                     self.next_round = current
+                    failures = 0
                     continue
                 await self._round(self.next_round)
-            except DainodeError as exc:  # unreachable peers or chain (a partition): this round is missed, the
-                # job is not lost; it rejoins at the open round once the node is back
-                log.warning("task %d match %d round %d: missed: %s", self.task_id, self.match_id, self.next_round, exc)
+            except DainodeError as exc:
+                # unreachable peers or chain (a restarting model provider, a partition): the round is tried again
+                # while it is open (its steps are journaled, nothing is done twice); once the chain has moved on
+                # the job rejoins at the open round
+                failures += 1
+                (log.warning if failures == 1 else log.info)(
+                    "task %d match %d round %d: not done yet (%s); trying again while the round is open",
+                    self.task_id, self.match_id, self.next_round, exc)
+                await trio.sleep(min(RETRY_MAX_S, RETRY_START_S * 2 ** (failures - 1)))
+                continue
+            failures = 0
             self.next_round += 1
 
     async def seal_and_put(self, t: int, out) -> tuple[bytes | None, str]:

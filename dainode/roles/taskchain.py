@@ -132,6 +132,10 @@ class TaskChain:
         block = await self._patiently("reading the head block", self._c.rpc.call, "eth_getBlockByNumber", "latest", False)
         return to_int(block["timestamp"])
 
+    async def dev_travel_to(self, timestamp: int) -> bool:
+        """chain.dev_time_travel on a dev chain: move the chain's clock to `timestamp` (True); else False."""
+        return await self._c.dev_travel_to(timestamp)
+
     async def verified_contract_balance(self) -> int:
         """TrainingTask's ether balance proven with eth_getProof against the latest header (chain_verify_state)."""
         return await self._patiently("proving TrainingTask's balance", self._c.verified_balance, self.address)
