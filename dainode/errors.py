@@ -106,6 +106,10 @@ class RequestTimeout(P2PError):
     """A request/response exchange with a peer did not finish in time."""
 
 
+class StreamBroken(P2PError):
+    """The connection to a peer broke mid-request (it went away, restarted or reset the stream)."""
+
+
 class RemoteError(P2PError):
     """A peer answered a request/response exchange with an error (its handler refused the request)."""
 

@@ -12,7 +12,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
-from dainode.errors import DainodeError, ProtocolError, RemoteError, RequestTimeout
+from dainode.errors import DainodeError, ProtocolError, RemoteError, RequestTimeout, StreamBroken
 from dainode.limits import MAX_MSGPACK_DEPTH, value_depth_exceeds
 
 log = logging.getLogger("dainode.p2p")
@@ -116,7 +116,8 @@ class ReqResp:
         """Send `request` to `peer_id` on `protocol_id` and return its response dict.
 
         Raises RequestTimeout (no answer in `timeout` s, dial included), ProtocolError (the peer
-        does not speak the protocol or sent garbage), RemoteError (its handler refused).
+        does not speak the protocol or sent garbage), StreamBroken (the connection broke mid-exchange),
+        RemoteError (its handler refused).
         """
         pid = peer_id if isinstance(peer_id, ID) else ID.from_base58(peer_id)
         frame = encode(request)
@@ -130,12 +131,16 @@ class ReqResp:
             try:
                 await stream.write(encode_varint_prefixed(frame))
                 response = await read_frame(stream, self.max_size)
-            except BaseException:
+            except BaseException as exc:
                 with trio.CancelScope(shield=True):
                     try:
                         await stream.reset()
                     except Exception:
                         pass
+                if isinstance(exc, Exception) and not isinstance(exc, DainodeError):
+                    # py-libp2p's own stream errors (StreamError, StreamReset, ConnectionClosedError, ...):
+                    # one type for callers, who treat a broken exchange like any unreachable peer
+                    raise StreamBroken(f"{protocol_id} request to {pid} broke off: {type(exc).__name__}: {exc}") from exc
                 raise
             try:
                 await stream.close()
@@ -151,4 +156,4 @@ class ReqResp:
         return ok
 
 
-__all__ = ["ReqResp", "ProtocolError", "RequestTimeout", "RemoteError"]
+__all__ = ["ReqResp", "ProtocolError", "RequestTimeout", "RemoteError", "StreamBroken"]

@@ -203,7 +203,7 @@ def test_model_provider_killed_mid_aggregation_after_publish_and_after_split_res
     want = {node.name: len(points) for node, points in plan.items()}
     task_id = cli_json(mp, "task", "create", str(path))["task_id"]
     kills = {name: 0 for name in want}
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 420  # inside pytest's 600 s: a stuck task fails here, with the logs
     while time.monotonic() < deadline:
         for node in plan:
             if node.dead():
@@ -230,7 +230,8 @@ def test_model_provider_killed_mid_aggregation_after_publish_and_after_split_res
     assert "recorded on chain but not in the state: adopted" in log
     assert "round 6: published on chain but not recorded before the restart: adopted" in log
     submitted = check_pay(net, task_id, rounds)
-    assert all(sorted(rs) == list(range(rounds)) for rs in submitted.values()), submitted
+    short = {m: sorted(rs) for m, rs in submitted.items() if sorted(rs) != list(range(rounds))}
+    assert not short, f"matches that did not submit every round: {short}\n{mp.log_tail()}"
     assert all(m["updates_accepted"] == rounds and not m["updates_rejected"] for m in status["matches"]), status["matches"]
     no_failed_tx(net, [mp.info["address"], *(n.info["address"] for n in net["providers"])], first_block)
     check = net["relay"].rpc("task_verify", task_id=task_id, timeout=300)

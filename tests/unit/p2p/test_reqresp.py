@@ -92,3 +92,29 @@ async def test_deeply_nested_frames_are_a_protocol_error():
     with pytest.raises(ProtocolError, match="not msgpack"):
         decode(b"\x81\xa1x" + b"\x91" * 100_000 + b"\xc0")
     assert decode(b"\x81\xa1x" + b"\x91" * 10 + b"\xc0")["x"]
+
+
+async def test_a_connection_that_breaks_mid_request_is_a_dainode_error():
+    """Regression: a peer SIGKILLed while a request was being written raised py-libp2p's StreamError through
+    request(); the model provider's push to that peer did not expect it, and its model service crashed."""
+    from libp2p.network.stream.exceptions import StreamError
+
+    from dainode.errors import StreamBroken
+
+    class BrokenStream:
+        async def write(self, data):
+            raise StreamError("Write operation failed: TCP connection reset by remote peer")
+
+        async def reset(self):
+            pass
+
+    class Host:
+        async def new_stream(self, peer, protocols):
+            return BrokenStream()
+
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.id import ID
+
+    rr = ReqResp(Host())
+    with pytest.raises(StreamBroken, match="broke off: StreamError"):
+        await rr.request(ID.from_pubkey(create_new_key_pair().public_key), "/test/1", {"x": 1}, timeout=5)
