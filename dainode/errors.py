@@ -231,6 +231,10 @@ class TaskError(DainodeError):
     """A training-task step (manifest, keys, round, split, verification) cannot proceed."""
 
 
+class FetchTimeout(TaskError):
+    """A document of a task could not be fetched in time: no connected peer served it (yet)."""
+
+
 class DocumentRejected(TaskError):
     """A task document (update, global model, round result) fails a check.
 

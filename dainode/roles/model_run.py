@@ -12,7 +12,7 @@ import trio
 
 from dainode import metrics
 from dainode.chain.consent import MatchConsent
-from dainode.errors import DainodeError, DocumentRejected, P2PError, TaskError, TransactionReverted
+from dainode.errors import DainodeError, DocumentRejected, FetchTimeout, P2PError, TaskError, TransactionReverted
 from dainode.roles import negotiate as neg
 from dainode.roles.model_resume import match_doc
 from dainode.roles.taskdocs import (GOSSIP_DONE, GOSSIP_ROUND, TASKS_TOPIC, auto_withdraw, fetch, fetch_json, put_json,
@@ -27,6 +27,7 @@ from dainode.tasks.sealed import TaskRef
 log = logging.getLogger("dainode.tasks")
 
 FINALIZE_POLL_S = 2.0  # how often the wait for the end of the challenge window looks at the chain's clock
+PENDING_WAIT_S = 15.0  # at the cut-off, how long to wait for updates on chain that are still being fetched/opened
 GRACE_S = 0.2  # after the quorum is in, how long to wait for the rest before aggregating
 MATCHING_WAIT_S = 60.0  # longest time matching may take after the open
 MATCHING_IDLE_S = 5.0  # matching ends when no untried fitting offer appeared for this long
@@ -299,7 +300,9 @@ class TaskRun:
                 entry["opened"], entry["ahead"] = pre["opened"], True  # opened from the push, before the event
                 entry["fetch_ms"], entry["open_ms"] = 0.0, _ms(trio.current_time() - t0)
             else:
-                blob = await fetch(self.ctx, cid)
+                blob = await self._fetch_update(cid, rnd, mid)
+                if blob is None:
+                    return  # the round closed without it: left out as late, never called malformed
                 t1 = trio.current_time()
                 binding = UpdateBinding(self.ref, mid, rnd, ev.args["computeProvider"])
                 if self.he is not None:
@@ -320,6 +323,18 @@ class TaskRun:
             log.warning("task %d round %d: match %d's update %s rejected: %s: %s", self.task_id, rnd, mid, cid,
                         entry["status"], entry["detail"])
         self._changed.set()
+
+    async def _fetch_update(self, cid: str, rnd: int, mid: int) -> bytes | None:
+        """An update's bytes, asked for again while round `rnd` is open (None once it closed): a provider that is
+        unreachable for a while has not sent a malformed update, and must not be rejected (and unpaid) as one."""
+        while True:
+            try:
+                return await fetch(self.ctx, cid)
+            except FetchTimeout as exc:
+                if rnd < len(self.results):
+                    return None
+                log.info("task %d round %d: match %d's update not fetched yet (%s); asking again", self.task_id, rnd,
+                         mid, exc)
 
     async def _warm_up(self, params: np.ndarray) -> None:
         """Compile the evaluation for the test set's shapes while the first updates are on their way, so the
@@ -368,7 +383,9 @@ class TaskRun:
         opened = trio.current_time()
         window_end = opened + self.manifest.task.round_window_s
         chain_task = await self.tc.task(self.task_id)
-        chain_end = opened + max(0.0, chain_task.round_start + chain_task.round_duration - time.time()) + 1.0
+        # the chain's clock: a quiet chain's head is old (the wall clock is nearer), a dev chain may run ahead
+        chain_now = max(time.time(), await self.tc.block_timestamp())
+        chain_end = opened + max(0.0, chain_task.round_start + chain_task.round_duration - chain_now) + 1.0
         quorum_at = None
         limit = self.manifest.task.quorum_lost_rounds or 0
         while True:
@@ -389,6 +406,13 @@ class TaskRun:
             if now >= max(window_end, chain_end):
                 break
             await self.wait_change(window_end if now < window_end else chain_end)
+        # an update the chain already holds but this node has not opened yet counts: `task verify` lets the model
+        # provider leave out as late only one that landed with the publish or after it, so wait for it (bounded
+        # by the round's end on chain)
+        pending_end = min(trio.current_time() + PENDING_WAIT_S, chain_end)
+        while (any(u["status"] == "pending" for u in self.updates.get(t, {}).values())
+               and trio.current_time() < pending_end):
+            await self.wait_change(pending_end)
         t_in = trio.current_time()
         snapshot = dict(self.updates.get(t, {}))
         # garbage is rejected on chain, with evidence anyone can check once the key is out

@@ -11,7 +11,7 @@ import trio
 
 from dainode import metrics
 from dainode.chain.training_task import event_cids
-from dainode.errors import DainodeError, TaskError
+from dainode.errors import DainodeError, FetchTimeout, TaskError
 from dainode.ml.preprocess import canonical_json
 from dainode.store.cid import CID
 from dainode.tasks.keys import TaskKey, TaskPublicKey, task_key_path
@@ -29,10 +29,10 @@ MAX_BLOB = 64 << 20
 
 
 async def fetch(ctx, cid: CID | str, *, limit: int = MAX_BLOB, timeout: float = FETCH_TIMEOUT_S) -> bytes:
-    """Bytes of `cid` (hash-checked by the store) within `timeout` s, else TaskError."""
+    """Bytes of `cid` (hash-checked by the store) within `timeout` s, else FetchTimeout."""
     with trio.move_on_after(timeout):
         return await ctx.content.get_bytes(CID.parse(str(cid)), limit=limit)
-    raise TaskError(f"{cid} could not be fetched within {timeout:g} s; is a node that holds it connected?")
+    raise FetchTimeout(f"{cid} could not be fetched within {timeout:g} s; is a node that holds it connected?")
 
 
 async def fetch_json(ctx, cid: CID | str, *, timeout: float = FETCH_TIMEOUT_S) -> dict:

@@ -235,7 +235,7 @@ def test_model_provider_killed_mid_aggregation_after_publish_and_after_split_res
     assert all(m["updates_accepted"] == rounds and not m["updates_rejected"] for m in status["matches"]), status["matches"]
     no_failed_tx(net, [mp.info["address"], *(n.info["address"] for n in net["providers"])], first_block)
     check = net["relay"].rpc("task_verify", task_id=task_id, timeout=300)
-    assert check["ok"], check["differences"]
+    assert check["ok"], json.dumps(check["differences"], indent=1)
     final = np.fromfile(Path(status["report_dir"]) / "final_model.f32", dtype="<f4")
     expected = uninterrupted_final_model(net, status, text, rounds)
     gap = float(np.max(np.abs(final.astype(np.float64) - expected)))
@@ -279,7 +279,7 @@ def rejoin(net, tmp_path: Path) -> None:
             assert sorted(rs) == list(range(rounds)), (m, rs)
     no_failed_tx(net, [n.info["address"] for n in net["providers"]], first_block)
     check = net["relay"].rpc("task_verify", task_id=task_id, timeout=300)
-    assert check["ok"], check["differences"]
+    assert check["ok"], json.dumps(check["differences"], indent=1)
 
 
 def left_down(net, tmp_path: Path) -> None:
@@ -303,4 +303,4 @@ def left_down(net, tmp_path: Path) -> None:
         if m != dead:
             assert sorted(rs) == list(range(rounds)), (m, rs)  # paid in full: the whole compute price (check_pay)
     check = net["relay"].rpc("task_verify", task_id=task_id, timeout=300)
-    assert check["ok"], check["differences"]
+    assert check["ok"], json.dumps(check["differences"], indent=1)

@@ -88,3 +88,30 @@ async def test_an_offer_refused_for_a_transient_reason_is_asked_again_a_refusal_
     for oid in (1, 2):
         await run.ask(SimpleNamespace(offer_id=oid, peer_id="p", price_wei=1), trio.Lock(), tried)
     assert tried == {2}
+
+
+async def test_an_update_that_cannot_be_fetched_yet_is_asked_for_again_not_rejected_as_malformed(monkeypatch):
+    """Regression: an update whose provider was unreachable for a fetch's 10 s was marked malformed and rejected on
+    chain (the provider lost that round's pay), and `task verify` then found the posted status wrong."""
+    from dainode.errors import FetchTimeout
+    from dainode.roles import model_run
+
+    run = TaskRun.__new__(TaskRun)
+    run.task_id, run.results, calls = 7, [], []
+
+    async def fetch(ctx, cid, **kw):
+        calls.append(cid)
+        if len(calls) < 3:
+            raise FetchTimeout(f"{cid} could not be fetched within 10 s")
+        return b"sealed update"
+
+    run.ctx = None
+    monkeypatch.setattr(model_run, "fetch", fetch)
+    assert await run._fetch_update("bafy-u", 2, 1) == b"sealed update" and len(calls) == 3
+
+    async def never(ctx, cid, **kw):
+        run.results = [None, None, None]  # meanwhile round 2 closed without it
+        raise FetchTimeout(f"{cid} could not be fetched within 10 s")
+
+    monkeypatch.setattr(model_run, "fetch", never)
+    assert await run._fetch_update("bafy-v", 2, 1) is None  # left out as late, not rejected
