@@ -77,7 +77,8 @@ class AuditService(Service):
         ok = not diffs
         return {"task_id": tl.task_id, "ok": ok, "verdict": "PASS" if ok else "FAIL", "phase": tl.phase,
                 "rounds": tl.rounds, "matches": len(tl.matches),
-                "differences": [_diff_json(d) for d in diffs], "history": res.history,
+                "differences": [_diff_json(d) for d in diffs], "caveats": [_diff_json(d) for d in res.caveats],
+                "history": res.history,
                 "shares": {str(k): v for k, v in res.shares.items()},
                 "posted_bonuses_wei": [str(b) for b in tl.posted_bonuses],
                 "credits": [{"account": str(e.args["account"]), "amount_wei": str(e.args["amount"]), "kind": int(e.args["kind"])}

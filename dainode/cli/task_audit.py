@@ -62,6 +62,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"  round {h['round']}: accuracy {h['accuracy']:.4f} loss {h['loss']:.4f}")
         for d in out["differences"]:
             print(f"  DIFF {d['where']}: posted {d['posted']!r}, recomputed {d['recomputed']!r}" + (f" ({d['detail']})" if d["detail"] else ""))
+        for d in out.get("caveats", []):
+            print(f"  NOTE {d['where']}: posted {d['posted']!r}, now {d['recomputed']!r} ({d['detail']})")
     return 0 if out["ok"] else 1
 
 

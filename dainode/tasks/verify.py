@@ -88,11 +88,13 @@ class Difference:
 class VerifyResult:
     ok: bool
     differences: list[Difference] = field(default_factory=list)
+    caveats: list[Difference] = field(default_factory=list)  # not differences: claims no one can check afterwards
     history: list[dict] = field(default_factory=list)  # recomputed {round, accuracy, loss}
     shares: dict[int, float] = field(default_factory=dict)  # recomputed
 
     def to_document(self) -> dict:
-        return {"ok": self.ok, "differences": [asdict(d) for d in self.differences], "history": self.history,
+        return {"ok": self.ok, "differences": [asdict(d) for d in self.differences],
+                "caveats": [asdict(d) for d in self.caveats], "history": self.history,
                 "shares": {str(k): v for k, v in self.shares.items()}}
 
 
@@ -103,6 +105,10 @@ def _jsonable(v: Any) -> Any:
 class _Checker:
     def __init__(self):
         self.diffs: list[Difference] = []
+        self.caveats: list[Difference] = []  # what cannot be proven either way: reported, not a FAIL
+
+    def caveat(self, where: str, posted: Any, recomputed: Any, detail: str = "") -> None:
+        self.caveats.append(Difference(where, _jsonable(posted), _jsonable(recomputed), detail))
 
     def diff(self, where: str, posted: Any, recomputed: Any, detail: str = "") -> None:
         self.diffs.append(Difference(where, _jsonable(posted), _jsonable(recomputed), detail))
@@ -168,7 +174,7 @@ def verify_task(ev: TaskEvidence) -> VerifyResult:
         c.close(f"round {t} accuracy", res.accuracy, ev_m["accuracy"], 1.5 / max(ev_m["n"], 1))
         c.close(f"round {t} loss", res.loss, ev_m["loss"], LOSS_ATOL)
     shares = _check_split(c, ev, outcomes, test)
-    return VerifyResult(not c.diffs, c.diffs, history, shares)
+    return VerifyResult(not c.diffs, c.diffs, c.caveats, history, shares)
 
 
 def _open_models(c: _Checker, ev: TaskEvidence, key, spec) -> dict[int, np.ndarray | None]:
@@ -249,10 +255,17 @@ def _check_updates(c: _Checker, ev: TaskEvidence, pr: PostedRound, res: RoundRes
     posted.update({(d["match_id"], d["cid"]): d["reason"] for d in res.excluded})
     for k in sorted(set(status) | set(posted)):
         got, want = posted.get(k, "not listed"), status.get(k, "not submitted on chain")
-        if got != want and not (got == "late" and want == "ok" and k in after_close):
+        if got == "late" and want == "ok" and k not in after_close:
+            # on chain before the publish, yet the model provider says it could not fetch it by its cut-off (its
+            # provider was unreachable): whether the bytes were there then cannot be checked now; the round is
+            # recomputed without it, and the claim is listed for whoever wants to challenge it
+            c.caveat(f"round {t} update match {k[0]} ({k[1]})", got, want,
+                     "left out as not fetched by the model provider's cut-off although it was on chain before the "
+                     "publish; the round is recomputed without it")
+        elif got != want and not (got == "late" and want == "ok"):
             c.diff(f"round {t} update match {k[0]} ({k[1]})", got, want,
                    "accepted/rejected status posted by the model provider vs recomputed")
-    late = {k[0] for k, v in posted.items() if v == "late" and status.get(k) == "ok" and k in after_close}
+    late = {k[0] for k, v in posted.items() if v == "late" and status.get(k) == "ok"}
     return [u for u in valid if u.match_id not in late]
 
 
