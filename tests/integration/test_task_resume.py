@@ -184,7 +184,7 @@ def uninterrupted_final_model(net, status: dict, man_text: str, rounds: int) -> 
 
 def test_model_provider_killed_mid_aggregation_after_publish_and_after_split_resumes(net, tmp_path):
     """SIGKILLs in one task, each node restarted: the model provider right after its first recordMatch is mined (the
-    state does not know the match), right after startTraining, before the round-3 publish is signed (mid-aggregation),
+    state does not know the match), right after startTraining, before the round-5 publish is signed (mid-aggregation),
     right after the round-6 publish is mined (state not written) and right after postSplit; a data provider before its
     provideData; compute providers before their round-5 and round-8 submitUpdate (update sealed and stored). The task
     completes: 10 rounds published once each, one DataProvided per match, no failed or duplicate transaction, exact
@@ -195,7 +195,7 @@ def test_model_provider_killed_mid_aggregation_after_publish_and_after_split_res
     path = tmp_path / "task.toml"
     path.write_text(text)
     first_block = int(eth(net["url"], "eth_blockNumber"), 16) + 1
-    plan = {mp: ["after:recordMatch", "after:startTraining", "before:publishGlobalModel:3", "after:publishGlobalModel:6",
+    plan = {mp: ["after:recordMatch", "after:startTraining", "before:publishGlobalModel:5", "after:publishGlobalModel:6",
                  "after:postSplit"],
             p0: ["before:provideData"], p1: ["before:submitUpdate:5"], p2: ["before:submitUpdate:8"]}
     for node, points in plan.items():
