@@ -142,14 +142,16 @@ class Outbox:
         return any(not getattr(c, "is_closed", False) for c in conns)
 
     async def _reopen(self) -> None:
-        old, self.stream = self.stream, None
+        # the new stream replaces the old one only once it is open: the builder task never sees no stream (and
+        # never opens a second one meanwhile)
+        old = self.stream
+        await self._open()
         if old is not None:
             with trio.move_on_after(1):
                 try:
                     await old.reset()
                 except Exception:  # it is already gone; nothing to tell the peer
                     pass
-        await self._open()
 
     async def _open(self) -> None:
         for attempt in range(OPEN_ATTEMPTS):
