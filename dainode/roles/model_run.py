@@ -383,9 +383,7 @@ class TaskRun:
         opened = trio.current_time()
         window_end = opened + self.manifest.task.round_window_s
         chain_task = await self.tc.task(self.task_id)
-        # the chain's clock: a quiet chain's head is old (the wall clock is nearer), a dev chain may run ahead
-        chain_now = max(time.time(), await self.tc.block_timestamp())
-        chain_end = opened + max(0.0, chain_task.round_start + chain_task.round_duration - chain_now) + 1.0
+        chain_end = opened + max(0.0, chain_task.round_start + chain_task.round_duration - await self.tc.clock()) + 1.0
         quorum_at = None
         limit = self.manifest.task.quorum_lost_rounds or 0
         while True:
@@ -557,9 +555,7 @@ class TaskRun:
         log.info("task %d: split posted, key and test set revealed; finalizing after the challenge window (%d s)",
                  self.task_id, ts.challenge_window)
         while ts.phase != Phase.FINAL:
-            # the contract counts by block time: on a chain whose clock runs ahead of ours (a dev chain moved on
-            # with evm_increaseTime) the window ends sooner; a quiet chain mines no blocks, so the wall clock too
-            wait = end + 1 - max(time.time(), await self.tc.block_timestamp())
+            wait = end + 1 - await self.tc.clock()  # the contract counts by block time
             if wait > 0 and await self.tc.dev_travel_to(end + 1):
                 continue
             if wait > 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from typing import Any
 
 import trio
@@ -131,6 +132,11 @@ class TaskChain:
     async def block_timestamp(self) -> int:
         block = await self._patiently("reading the head block", self._c.rpc.call, "eth_getBlockByNumber", "latest", False)
         return to_int(block["timestamp"])
+
+    async def clock(self) -> float:
+        """The chain's time as well as this node can tell: the head's timestamp, or the wall clock when that is
+        later (a quiet chain's head is old; a dev chain moved on with evm_increaseTime runs ahead)."""
+        return max(time.time(), await self.block_timestamp())
 
     async def dev_travel_to(self, timestamp: int) -> bool:
         """chain.dev_time_travel on a dev chain: move the chain's clock to `timestamp` (True); else False."""

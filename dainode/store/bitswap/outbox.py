@@ -138,8 +138,7 @@ class Outbox:
         return bool(getattr(stream, "is_closed", False)) or bool(getattr(conn, "is_closed", False))
 
     def _peer_connected(self) -> bool:
-        conns = self.engine.host.get_network().connections.get(self.peer) or []
-        return any(not getattr(c, "is_closed", False) for c in conns)
+        return self.peer in self.engine.connected_peers()
 
     async def _reopen(self) -> None:
         # the new stream replaces the old one only once it is open: the builder task never sees no stream (and
