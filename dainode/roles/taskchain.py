@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 import trio
@@ -23,6 +24,10 @@ CONTRACT = "TrainingTask"
 CHAIN_PATIENCE_S = 300.0
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0
 TRANSIENT = (ChainUnavailable, ChainStateGone)
+# Decoded events kept per TaskChain, keyed by (block hash, log index): `logs()` re-reads a task's whole history
+# (task_status, the dashboard and `task watch` poll it), and ABI decoding each log again cost ~0.4 ms apiece.
+# The block hash in the key makes a reorg a cache miss, never a stale answer.
+DECODED_CACHE_SIZE = 8192
 
 
 async def patiently(what: str, thunk, patience_s: float | None = None) -> Any:
@@ -57,6 +62,7 @@ class TaskChain:
         self.patience_s = patience_s
         self._c = port._chain  # the ChainService; this module is the roles' one door to it for tasks
         self.binding = TrainingTaskBinding(self._c.tx, self._c.contracts)
+        self._decoded: OrderedDict[tuple[str, str, bool], Any] = OrderedDict()
 
     @property
     def chain_id(self) -> int:
@@ -155,7 +161,19 @@ class TaskChain:
                "topics": [[topics[n] for n in want], "0x" + int(task_id).to_bytes(32, "big").hex()]}
         raw = await self._patiently(f"reading task {task_id}'s events", self._c.rpc.call, "eth_getLogs", flt) or []
         raw.sort(key=lambda e: (to_int(e["blockNumber"]), to_int(e["logIndex"])))
-        return [ev for ev in (c.decode_log(r) for r in raw) if ev is not None and not ev.removed]
+        return [ev for ev in (self._decode(c, r) for r in raw) if ev is not None and not ev.removed]
+
+    def _decode(self, contract, raw: dict):
+        key = (str(raw.get("blockHash")), str(raw.get("logIndex")), bool(raw.get("removed", False)))
+        if raw.get("blockHash") is None:  # a pending log has no block yet: nothing stable to key it by
+            return contract.decode_log(raw)
+        if key in self._decoded:
+            self._decoded.move_to_end(key)
+            return self._decoded[key]
+        ev = self._decoded[key] = contract.decode_log(raw)
+        if len(self._decoded) > DECODED_CACHE_SIZE:
+            self._decoded.popitem(last=False)
+        return ev
 
     def subscribe(self, consumer: str, events: list[str], task_id: int | None = None):
         args = {"taskId": int(task_id)} if task_id is not None else None

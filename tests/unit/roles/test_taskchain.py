@@ -73,3 +73,32 @@ async def test_no_patience_fails_at_once():
     with pytest.raises(ChainUnavailable):
         await patiently("task_status", fn, 0)
     assert len(calls) == 1
+
+
+class CountingContract:
+    def __init__(self):
+        self.decoded = []
+
+    def decode_log(self, raw):
+        self.decoded.append(raw)
+        return ("event", raw["blockHash"], raw["logIndex"])
+
+
+def test_a_log_is_decoded_once_and_a_reorged_one_again(monkeypatch):
+    monkeypatch.setattr(taskchain, "DECODED_CACHE_SIZE", 3)
+    tc = TaskChain.__new__(TaskChain)  # only the decode cache is exercised
+    tc._decoded = taskchain.OrderedDict()
+    c = CountingContract()
+    log = {"blockHash": "0xaa", "logIndex": "0x1"}
+    assert tc._decode(c, log) == tc._decode(c, dict(log)) == ("event", "0xaa", "0x1")
+    assert len(c.decoded) == 1
+    assert tc._decode(c, {"blockHash": "0xbb", "logIndex": "0x1"}) == ("event", "0xbb", "0x1")  # same index, other block
+    assert len(c.decoded) == 2
+    for i in range(3):
+        tc._decode(c, {"blockHash": f"0xc{i}", "logIndex": "0x0"})
+    assert len(tc._decoded) == 3  # bounded: the oldest went first
+    tc._decode(c, log)
+    assert len(c.decoded) == 6
+    pending = {"blockHash": None, "logIndex": None}
+    tc._decode(c, pending), tc._decode(c, pending)
+    assert len(c.decoded) == 8  # no block hash, no caching
