@@ -154,7 +154,7 @@ class Session:
                     ]
                     for p in targets:
                         engine.send_want(p, want, block=False)
-                    if not targets:
+                    if not targets and not self._awaiting(want, now):
                         self._maybe_discover(want)
                         tried.clear()  # nobody new: give earlier (slow) providers another chance
                     wait = REBROADCAST_S
@@ -167,6 +167,15 @@ class Session:
     def _unanswered(want: Want, peer: ID, now: float) -> bool:
         return (want.sent.get(peer) == "have" and peer not in want.haves
                 and now - want.asked.get(peer, now) >= PEER_TIMEOUT_S)
+
+    def _awaiting(self, want: Want, now: float) -> bool:
+        """A connected peer may still answer: a block asked of it (the hunch included) or a HAVE question, within
+        PEER_TIMEOUT_S. Without this, the instant DONT_HAVEs of the peers that lack a block woke the loop before the
+        hunch's block arrived, and every fetch cost a DHT provider lookup (dozens of queries across the network)."""
+        if any(now - t < PEER_TIMEOUT_S for p, t in want.pending_block.items() if p not in self.excluded):
+            return True
+        return any(kind == "have" and p not in want.haves and p not in want.dont_haves and p not in self.excluded
+                   and now - want.asked.get(p, now) < PEER_TIMEOUT_S for p, kind in want.sent.items())
 
     def _maybe_discover(self, want: Want) -> None:
         if self.engine.find_providers is None or self._discovering:

@@ -423,3 +423,43 @@ async def test_a_have_question_nobody_answered_is_asked_again(monkeypatch):
         with trio.fail_after(10), session(b, timeout=60) as s:
             assert await s.get(cid.to_bytes()) == block
         assert dropped == [hb.get_id()]
+
+
+async def test_no_dht_lookup_while_a_connected_peer_is_still_sending_the_block():
+    """The peers that lack a block answer DONT_HAVE at once, before the hunch's big block arrives: that is not a
+    reason for a DHT provider lookup (it used to cost one per fetch, dozens of queries across the network)."""
+    warm, big = os.urandom(1000), os.urandom(1_500_000)
+    store_b = MemoryBlocks({cid_of(warm): warm})
+    async with bitswap_peers(4, [MemoryBlocks(), store_b, MemoryBlocks(), MemoryBlocks()]) as peers:
+        (ha, a), (hb, b), (hc, c), (hd, d) = peers
+        for h in (ha, hb, hd):
+            await connect(hc, h)
+        lookups = []
+
+        async def find_providers(mh):
+            lookups.append(mh)
+            return []
+
+        c.find_providers = find_providers
+        with session(c) as s:
+            await s.get(cid_of(warm).to_bytes())  # b delivered last: the hunch for the next block
+        store_b.add(cid_of(big), big)
+        with trio.fail_after(10), session(c) as s:
+            assert await s.get(cid_of(big).to_bytes()) == big
+        assert c.stats.provider_lookups == 0 and lookups == []
+
+
+async def test_a_block_no_connected_peer_has_is_looked_up_on_the_dht():
+    data = os.urandom(1000)
+    async with bitswap_peers(2, [MemoryBlocks(), MemoryBlocks()]) as [(ha, a), (hb, b)]:
+        await connect(hb, ha)
+        lookups = []
+
+        async def find_providers(mh):
+            lookups.append(mh)
+            return []
+
+        b.find_providers = find_providers
+        with pytest.raises(BlockNotFound), session(b, timeout=3.0) as s:
+            await s.get(cid_of(data).to_bytes())
+        assert lookups == [cid_of(data).multihash] and b.stats.provider_lookups == 1
