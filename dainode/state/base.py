@@ -189,7 +189,8 @@ class State(abc.ABC):
     def get_cursor(self, consumer: str) -> Cursor | None: ...
 
     @abc.abstractmethod
-    def set_cursor(self, cursor: Cursor) -> None: ...
+    def set_cursor(self, cursor: Cursor) -> None:
+        """Atomic and kept across a crash of the process; on power loss it may fall back (events replay)."""
 
     # --- steps: intent -> effect -> result ----------------------------------------------
     @abc.abstractmethod

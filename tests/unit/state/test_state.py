@@ -137,6 +137,29 @@ def test_sqlite_survives_reopen_and_is_private(tmp_path):
     st.close()
 
 
+def test_cursor_commits_skip_the_fsync_and_everything_else_keeps_it(tmp_path):
+    """A cursor moves with every block: its commit runs at synchronous=NORMAL (no fsync; a lost move only replays
+    events), every other write at FULL; inside a caller's transaction the cursor goes with that transaction."""
+    st = SqliteState(tmp_path / "state.db")
+    seen: list[str] = []
+    st._db.set_trace_callback(seen.append)
+    st.set_cursor(Cursor("c", 5))
+    sync = [q for q in seen if q.startswith("PRAGMA synchronous")]
+    insert = next(i for i, q in enumerate(seen) if q.startswith("INSERT OR REPLACE INTO cursors"))
+    assert sync == ["PRAGMA synchronous=NORMAL", "PRAGMA synchronous=FULL"]
+    assert seen.index("PRAGMA synchronous=NORMAL") < insert < seen.index("PRAGMA synchronous=FULL")
+    assert st._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for steps and records
+    seen.clear()
+    with pytest.raises(RuntimeError):
+        with st.transaction():
+            st.begin_step("a", "k", {"x": 1})
+            st.set_cursor(Cursor("c", 6))
+            raise RuntimeError("the step failed")
+    assert not [q for q in seen if q.startswith("PRAGMA")]
+    assert st.get_cursor("c").block == 5 and st.get_step("a") is None  # rolled back together
+    st.close()
+
+
 def test_sqlite_refuses_a_newer_schema(tmp_path):
     path = tmp_path / "state.db"
     SqliteState(path).close()
