@@ -29,6 +29,9 @@ PEER_TIMEOUT_S = 15.0
 REBROADCAST_S = 1.0
 #: At most one DHT provider lookup per session in this interval.
 DISCOVERY_INTERVAL_S = 10.0
+#: A HAVE question still unanswered after this long no longer holds back a DHT lookup (a peer that never sends
+#: DONT_HAVE must not delay discovery by the full PEER_TIMEOUT_S).
+HAVE_ANSWER_S = 3.0
 
 
 class Session:
@@ -170,12 +173,12 @@ class Session:
 
     def _awaiting(self, want: Want, now: float) -> bool:
         """A connected peer may still answer: a block asked of it (the hunch included) or a HAVE question, within
-        PEER_TIMEOUT_S. Without this, the instant DONT_HAVEs of the peers that lack a block woke the loop before the
+        PEER_TIMEOUT_S (HAVE_ANSWER_S for a question). Without this, the instant DONT_HAVEs of the peers that lack a block woke the loop before the
         hunch's block arrived, and every fetch cost a DHT provider lookup (dozens of queries across the network)."""
         if any(now - t < PEER_TIMEOUT_S for p, t in want.pending_block.items() if p not in self.excluded):
             return True
         return any(kind == "have" and p not in want.haves and p not in want.dont_haves and p not in self.excluded
-                   and now - want.asked.get(p, now) < PEER_TIMEOUT_S for p, kind in want.sent.items())
+                   and now - want.asked.get(p, now) < HAVE_ANSWER_S for p, kind in want.sent.items())
 
     def _maybe_discover(self, want: Want) -> None:
         if self.engine.find_providers is None or self._discovering:

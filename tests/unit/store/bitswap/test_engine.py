@@ -463,3 +463,26 @@ async def test_a_block_no_connected_peer_has_is_looked_up_on_the_dht():
         with pytest.raises(BlockNotFound), session(b, timeout=3.0) as s:
             await s.get(cid_of(data).to_bytes())
         assert lookups == [cid_of(data).multihash] and b.stats.provider_lookups == 1
+
+
+async def test_a_peer_that_never_answers_does_not_hold_back_the_dht_lookup_for_long():
+    data = os.urandom(1000)
+    async with bitswap_peers(2, [MemoryBlocks(), MemoryBlocks()]) as [(ha, a), (hb, b)]:
+        await connect(hb, ha)
+
+        async def silent(peer, msg):
+            return  # takes the question, never says DONT_HAVE
+
+        a._on_wantlist = silent
+        asked_at = []
+
+        async def find_providers(mh):
+            asked_at.append(trio.current_time())
+            return []
+
+        b.find_providers = find_providers
+        t0 = trio.current_time()
+        with pytest.raises(BlockNotFound), session(b, timeout=session_module.HAVE_ANSWER_S + 3) as s:
+            await s.get(cid_of(data).to_bytes())
+        assert len(asked_at) == 1
+        assert session_module.HAVE_ANSWER_S <= asked_at[0] - t0 < session_module.HAVE_ANSWER_S + 2.5
