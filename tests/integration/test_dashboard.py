@@ -17,10 +17,11 @@ from tests.integration.daemon import DaemonProcess, run_cli
 from dainode.localnet.workload import shard_files
 from tests.integration.test_task_e2e import COMPUTE_PRICE, DATA_PRICE, MANIFEST, wait_for
 
-ROUNDS = 8
+ROUNDS = 24
 #: Where the task page's screenshot is kept after the run (pytest's tmp dirs are rotated away); gitignored.
 OUTPUT = Path(os.environ.get("DAINODE_TEST_OUTPUT") or Path(__file__).resolve().parents[2] / "test-output")
-# two providers, more local epochs: rounds slow enough (a few hundred ms) to be seen advancing
+# two providers, more local epochs and 24 rounds: rounds take ~0.1 s here, and the page re-reads the status every
+# 0.5 s (SSE_POLL_S), so the task runs for seconds and the page sees several rounds arrive
 TASK = (MANIFEST.replace("rounds = 10", f"rounds = {ROUNDS}").replace("providers = 4", "providers = 2")
         .replace("quorum = 4", "quorum = 2").replace("local_epochs = 1", "local_epochs = 8"))
 ROUTES = ["/", "/offers", "/tasks", "/metrics", "/api/node", "/api/offers", "/api/tasks", "/tasks/0", "/tasks/0/events",
@@ -86,12 +87,20 @@ def net(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def task(net):
-    """A 2-provider task, created (not waited for): the browser test watches it run."""
-    manifest = Path(net["base"]) / "task.toml"
-    manifest.write_text(TASK)
-    out = run_cli("task", "create", str(manifest), "--json", "--data-dir", str(net["mp"].data_dir), timeout=300)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)["task_id"]
+    """Creates the module's one 2-provider task on first call (not waited for) and returns its id: the browser test
+    calls it only once its browser is up, so the page is open before the rounds start (they take ~0.3 s each)."""
+    made: list[int] = []
+
+    def create() -> int:
+        if not made:
+            manifest = Path(net["base"]) / "task.toml"
+            manifest.write_text(TASK)
+            out = run_cli("task", "create", str(manifest), "--json", "--data-dir", str(net["mp"].data_dir), timeout=300)
+            assert out.returncode == 0, out.stderr
+            made.append(json.loads(out.stdout)["task_id"])
+        return made[0]
+
+    return create
 
 
 def final_status(mp: DaemonProcess, task_id: int) -> dict:
@@ -143,8 +152,10 @@ def test_task_page_shows_rounds_live_then_accuracy_and_payouts_in_chromium(net, 
     mp = net["mp"]
     base, token = dash(mp)
     with Browser(tmp_path) as b:
-        b.get(f"{base}tasks/{task}?token={token}")
-        assert b.js("return location.pathname + location.search") == f"/tasks/{task}"  # the token moved into a cookie
+        b.get(f"{base}tasks?token={token}")
+        assert b.js("return location.pathname + location.search") == "/tasks"  # the token moved into a cookie
+        task_id = task()
+        b.get(f"{base}tasks/{task_id}")
         # a marker on the window (a reload would lose it) and a record of every round the page displays
         b.js("""window.__marker = 'no-reload'; window.__seen = [document.getElementById('round').textContent];
                 new MutationObserver(() => { const t = document.getElementById('round').textContent;
@@ -161,7 +172,7 @@ def test_task_page_shows_rounds_live_then_accuracy_and_payouts_in_chromium(net, 
     OUTPUT.mkdir(parents=True, exist_ok=True)
     keep = shutil.copy(shot, OUTPUT / "dashboard-task-page.png")
     print(f"\nscreenshot: {keep}; rounds seen live: {got['seen']}")
-    status = final_status(mp, task)
+    status = final_status(mp, task_id)
     assert got["marker"] == "no-reload", "the page reloaded"
     shown = [s for s in got["seen"] if "/" in s]
     advancing = sorted({int(s.split("/")[0]) for s in shown})
@@ -180,7 +191,8 @@ def test_task_page_shows_rounds_live_then_accuracy_and_payouts_in_chromium(net, 
 
 def test_metrics_parse_and_count_one_round_duration_per_round(net, task):
     mp, providers = net["mp"], net["providers"]
-    final_status(mp, task)
+    task_id = task()
+    final_status(mp, task_id)
     wait_for("the providers withdrew their pay", lambda: all(sample(metrics(p), "dainode_payouts_wei_total") for p in providers), 60)
     m = metrics(mp)
     assert sample(m, "dainode_round_duration_seconds_count") == ROUNDS
