@@ -266,7 +266,7 @@ class TaskRun:
 
         async def open_now() -> None:
             try:
-                blob = await fetch(self.ctx, cid)
+                blob = slot["blob"] = await fetch(self.ctx, cid)
                 binding = UpdateBinding(self.ref, int(mid), int(rnd), slot["cp"])
                 slot["opened"] = await trio.to_thread.run_sync(
                     lambda: open_update(blob, self.key.private, binding, self.manifest.model_spec, max_examples=m.get("rows")))
@@ -291,6 +291,7 @@ class TaskRun:
         slot[mid] = entry
         m = self.matches.get(mid, {})
         pre = self._preopened.pop((rnd, mid), None)
+        blob = None
         try:
             t0 = trio.current_time()
             if pre is not None and pre["cid"] == cid and pre["cp"].lower() == str(ev.args["computeProvider"]).lower():
@@ -298,6 +299,7 @@ class TaskRun:
             if pre is not None and pre["opened"] is not None and pre["cid"] == cid \
                     and pre["cp"].lower() == str(ev.args["computeProvider"]).lower():
                 entry["opened"], entry["ahead"] = pre["opened"], True  # opened from the push, before the event
+                blob = pre.get("blob")
                 entry["fetch_ms"], entry["open_ms"] = 0.0, _ms(trio.current_time() - t0)
             else:
                 blob = await self._fetch_update(cid, rnd, mid)
@@ -316,6 +318,8 @@ class TaskRun:
             entry["status"], entry["detail"] = exc.reason, exc.detail
         except DainodeError as exc:
             entry["status"], entry["detail"] = "malformed", str(exc)
+        if blob is not None:
+            self._keep(cid, blob)
         if entry["status"] != "ok":
             from dainode.roles.rejections import UPDATES, rejections
 
@@ -323,6 +327,20 @@ class TaskRun:
             log.warning("task %d round %d: match %d's update %s rejected: %s: %s", self.task_id, rnd, mid, cid,
                         entry["status"], entry["detail"])
         self._changed.set()
+
+    def _keep(self, cid: str, blob: bytes) -> None:
+        """Store and pin an update this node judged (off the round's path): a pushed copy is only held in memory, and
+        the update must stay fetchable for `task verify` after its compute provider is gone."""
+        async def keep() -> None:
+            try:
+                if str(await self.ctx.content.put_bytes(blob)) != str(cid):
+                    log.warning("task %d: update %s stored under another CID", self.task_id, cid)
+            except DainodeError as exc:
+                log.warning("task %d: could not keep update %s for verifiers: %s", self.task_id, cid, exc)
+
+        bg = getattr(self, "_bg", None)
+        if bg is not None:  # None only before the run's nursery is up (unit tests driving one step)
+            bg.start_soon(keep)
 
     async def _fetch_update(self, cid: str, rnd: int, mid: int) -> bytes | None:
         """An update's bytes, asked for again while round `rnd` is open (None once it closed): a provider that is

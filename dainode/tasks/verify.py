@@ -227,7 +227,7 @@ def _opener(c: _Checker, ev: TaskEvidence, key, models: dict):
 def _check_updates(c: _Checker, ev: TaskEvidence, pr: PostedRound, res: RoundResult | None, opener) -> list:
     """Open every update of the round; compare accepted/rejected with the posted result; return the valid ones."""
     t, spec = pr.round, ev.manifest.model_spec
-    valid, status, after_close = [], {}, set()
+    valid, status, after_close, unavailable = [], {}, set(), set()
     for pu in pr.updates:
         binding = UpdateBinding(ev.task, pu.match_id, pu.round, pu.sender)
         if pu.after_close:
@@ -238,6 +238,7 @@ def _check_updates(c: _Checker, ev: TaskEvidence, pr: PostedRound, res: RoundRes
             continue
         if pu.blob is None:
             status[(pu.match_id, pu.cid)] = "malformed"
+            unavailable.add((pu.match_id, pu.cid))  # nobody serves it now: like the model provider at its cut-off?
             continue
         try:
             up = opener(pu.blob, binding, limit, t)
@@ -255,14 +256,17 @@ def _check_updates(c: _Checker, ev: TaskEvidence, pr: PostedRound, res: RoundRes
     posted.update({(d["match_id"], d["cid"]): d["reason"] for d in res.excluded})
     for k in sorted(set(status) | set(posted)):
         got, want = posted.get(k, "not listed"), status.get(k, "not submitted on chain")
-        if got == "late" and want == "ok" and k not in after_close:
+        late_claim = got == "late" and (want == "ok" or k in unavailable)
+        if late_claim and k not in after_close:
             # on chain before the publish, yet the model provider says it could not fetch it by its cut-off (its
-            # provider was unreachable): whether the bytes were there then cannot be checked now; the round is
-            # recomputed without it, and the claim is listed for whoever wants to challenge it
-            c.caveat(f"round {t} update match {k[0]} ({k[1]})", got, want,
+            # provider was unreachable): whether the bytes were there then cannot be checked now (nor, when no node
+            # serves them any more, what they held); the round is recomputed without it, and the claim is listed
+            # for whoever wants to challenge it
+            c.caveat(f"round {t} update match {k[0]} ({k[1]})", got, "unavailable" if k in unavailable else want,
                      "left out as not fetched by the model provider's cut-off although it was on chain before the "
-                     "publish; the round is recomputed without it")
-        elif got != want and not (got == "late" and want == "ok"):
+                     "publish; the round is recomputed without it"
+                     + ("; no node serves it now either" if k in unavailable else ""))
+        elif got != want and not late_claim:
             c.diff(f"round {t} update match {k[0]} ({k[1]})", got, want,
                    "accepted/rejected status posted by the model provider vs recomputed")
     late = {k[0] for k, v in posted.items() if v == "late" and status.get(k) == "ok"}

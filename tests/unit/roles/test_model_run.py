@@ -115,3 +115,36 @@ async def test_an_update_that_cannot_be_fetched_yet_is_asked_for_again_not_rejec
 
     monkeypatch.setattr(model_run, "fetch", never)
     assert await run._fetch_update("bafy-v", 2, 1) is None  # left out as late, not rejected
+
+
+async def test_an_update_opened_from_a_push_is_stored_for_verifiers():
+    """Regression: a pushed update was only held in memory; once its compute provider died nobody could serve it,
+    and `task verify` on any node failed every round that node had submitted."""
+    from types import SimpleNamespace
+
+    from dainode.roles.taskchain import chain_cid
+    from dainode.store.cid import cid_of
+
+    blob = b"sealed update of match 1"
+    cid = cid_of(blob)
+    digest, codec = chain_cid(cid)
+    stored = []
+
+    async def put_bytes(data):
+        stored.append(data)
+        return cid
+
+    run = TaskRun.__new__(TaskRun)
+    run.task_id, run.results, run.updates, run._changed = 7, [], {}, trio.Event()
+    run.matches = {1: {"compute_provider": "0xcp"}}
+    done = trio.Event()
+    done.set()
+    run._preopened = {(0, 1): {"cid": str(cid), "cp": "0xCP", "done": done, "opened": "opened", "blob": blob}}
+    run.ctx = SimpleNamespace(content=SimpleNamespace(put_bytes=put_bytes))
+    ev = SimpleNamespace(args={"round": 0, "matchId": 1, "cid": digest, "codec": codec, "computeProvider": "0xcp"},
+                         block_number=5)
+    async with trio.open_nursery() as nursery:
+        run._bg = nursery
+        await run._take_update(ev)
+    assert run.updates[0][1]["status"] == "ok" and run.updates[0][1]["ahead"]
+    assert stored == [blob]

@@ -135,6 +135,25 @@ def test_valid_update_wrongly_rejected(clean_run):
     assert "round 0 update match 1 (bafy-update-0-1)" not in _where(res) and "round 0 aggregate" in _where(res)
 
 
+def test_a_late_update_no_node_serves_any_more_is_a_caveat_an_included_one_a_difference(clean_run):
+    """The compute provider died right after its submitUpdate: neither the model provider by its cut-off nor a
+    verifier later can fetch the update. Left out as late: a caveat (what it held cannot be known); included in the
+    aggregate although nobody can produce it: a difference."""
+    ev = clean_run.evidence
+    r0 = ev.rounds[0]
+    gone = [dataclasses.replace(u, blob=None) if u.match_id == 1 else u for u in r0.updates]
+    [cid] = [u.cid for u in r0.updates if u.match_id == 1]
+    inc = tuple(d for d in r0.result.included if d["match_id"] != 1)
+    late = dataclasses.replace(r0.result, included=inc,
+                               excluded=({"match_id": 1, "cid": cid, "reason": "late", "detail": "not opened by the cut-off"},))
+    res = verify_task(dataclasses.replace(ev, rounds=[dataclasses.replace(r0, result=late, updates=gone)] + ev.rounds[1:]))
+    [cav] = res.caveats
+    assert cav.where == f"round 0 update match 1 ({cid})" and cav.recomputed == "unavailable", cav
+    assert f"round 0 update match 1 ({cid})" not in _where(res)
+    res = verify_task(dataclasses.replace(ev, rounds=[dataclasses.replace(r0, updates=gone)] + ev.rounds[1:]))
+    assert f"round 0 update match 1 ({cid})" in _where(res) and not res.caveats  # included, yet nobody has it
+
+
 def test_wrong_initial_model(clean_run):
     ev, key = clean_run.evidence, clean_run.key
     w0 = open_global_model(ev.rounds[0].global_model, key.private, ModelBinding(TASK, 0, MODEL_PROVIDER),
