@@ -164,9 +164,9 @@ class TaskChain:
         return [ev for ev in (self._decode(c, r) for r in raw) if ev is not None and not ev.removed]
 
     def _decode(self, contract, raw: dict):
-        key = (str(raw.get("blockHash")), str(raw.get("logIndex")), bool(raw.get("removed", False)))
         if raw.get("blockHash") is None:  # a pending log has no block yet: nothing stable to key it by
             return contract.decode_log(raw)
+        key = (str(raw["blockHash"]), str(raw.get("logIndex")), bool(raw.get("removed", False)))
         if key in self._decoded:
             self._decoded.move_to_end(key)
             return self._decoded[key]

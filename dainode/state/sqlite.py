@@ -233,16 +233,16 @@ class SqliteState(State):
         # thread), and losing its last moves only replays events, which every consumer takes at least once anyway.
         # So it commits without the fsync: atomic and safe from a SIGKILL as ever (WAL), but on power loss it may
         # fall back to the position of the last fully synced commit.
-        row = (cursor.consumer, cursor.block, cursor.block_hash, _j(cursor.doc))
         with self._lock:
-            if self._depth:  # inside a caller's transaction: that one decides
-                self._exec("INSERT OR REPLACE INTO cursors VALUES (?,?,?,?)", row)
-                return
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            relaxed = not self._depth  # inside a caller's transaction, that one decides
+            if relaxed:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             try:
-                self._exec("INSERT OR REPLACE INTO cursors VALUES (?,?,?,?)", row)
+                self._exec("INSERT OR REPLACE INTO cursors VALUES (?,?,?,?)",
+                           (cursor.consumer, cursor.block, cursor.block_hash, _j(cursor.doc)))
             finally:
-                self._db.execute("PRAGMA synchronous=FULL")
+                if relaxed:
+                    self._db.execute("PRAGMA synchronous=FULL")
 
     # steps
     _STEP_COLS = "step_id, kind, status, intent, effect, result, error, created, updated"

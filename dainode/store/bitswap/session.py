@@ -172,9 +172,10 @@ class Session:
                 and now - want.asked.get(peer, now) >= PEER_TIMEOUT_S)
 
     def _awaiting(self, want: Want, now: float) -> bool:
-        """A connected peer may still answer: a block asked of it (the hunch included) or a HAVE question, within
-        PEER_TIMEOUT_S (HAVE_ANSWER_S for a question). Without this, the instant DONT_HAVEs of the peers that lack a block woke the loop before the
-        hunch's block arrived, and every fetch cost a DHT provider lookup (dozens of queries across the network)."""
+        """A connected peer may still answer: a block asked of it (the hunch included) within PEER_TIMEOUT_S, or a
+        HAVE question within HAVE_ANSWER_S. Without this, the instant DONT_HAVEs of the peers that lack a block woke
+        the loop before the hunch's block arrived, and every fetch cost a DHT provider lookup (dozens of queries
+        across the network)."""
         if any(now - t < PEER_TIMEOUT_S for p, t in want.pending_block.items() if p not in self.excluded):
             return True
         return any(kind == "have" and p not in want.haves and p not in want.dont_haves and p not in self.excluded

@@ -19,6 +19,18 @@ def session(engine, timeout=10.0, wants=8) -> Session:
     return Session(engine, timeout_s=timeout, max_wants=wants)
 
 
+def record_lookups(engine, *, when: bool = False) -> list:
+    """Replace the engine's DHT provider lookup with one that finds nobody; returns what it was asked (or when)."""
+    asked: list = []
+
+    async def find_providers(mh):
+        asked.append(trio.current_time() if when else mh)
+        return []
+
+    engine.find_providers = find_providers
+    return asked
+
+
 async def read_all(stream, into: list) -> None:
     reader = wire.MessageReader(stream)
     try:
@@ -434,13 +446,7 @@ async def test_no_dht_lookup_while_a_connected_peer_is_still_sending_the_block()
         (ha, a), (hb, b), (hc, c), (hd, d) = peers
         for h in (ha, hb, hd):
             await connect(hc, h)
-        lookups = []
-
-        async def find_providers(mh):
-            lookups.append(mh)
-            return []
-
-        c.find_providers = find_providers
+        lookups = record_lookups(c)
         with session(c) as s:
             await s.get(cid_of(warm).to_bytes())  # b delivered last: the hunch for the next block
         store_b.add(cid_of(big), big)
@@ -453,13 +459,7 @@ async def test_a_block_no_connected_peer_has_is_looked_up_on_the_dht():
     data = os.urandom(1000)
     async with bitswap_peers(2, [MemoryBlocks(), MemoryBlocks()]) as [(ha, a), (hb, b)]:
         await connect(hb, ha)
-        lookups = []
-
-        async def find_providers(mh):
-            lookups.append(mh)
-            return []
-
-        b.find_providers = find_providers
+        lookups = record_lookups(b)
         with pytest.raises(BlockNotFound), session(b, timeout=3.0) as s:
             await s.get(cid_of(data).to_bytes())
         assert lookups == [cid_of(data).multihash] and b.stats.provider_lookups == 1
@@ -474,13 +474,7 @@ async def test_a_peer_that_never_answers_does_not_hold_back_the_dht_lookup_for_l
             return  # takes the question, never says DONT_HAVE
 
         a._on_wantlist = silent
-        asked_at = []
-
-        async def find_providers(mh):
-            asked_at.append(trio.current_time())
-            return []
-
-        b.find_providers = find_providers
+        asked_at = record_lookups(b, when=True)
         t0 = trio.current_time()
         with pytest.raises(BlockNotFound), session(b, timeout=session_module.HAVE_ANSWER_S + 3) as s:
             await s.get(cid_of(data).to_bytes())
