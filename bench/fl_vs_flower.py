@@ -49,6 +49,10 @@ FLOWER_VENV = ROOT / "bench" / ".venv-flower"
 FLOWER_APP = ROOT / "bench" / "flower_app"
 CLIENTS = 4
 JOBS = ("iid", "label_skew", "he")
+# The breast_cancer job on both systems: full-batch steps in dainode's he mode, lr 0.05 from zeros. Its cubic sigmoid
+# is a sigmoid only for |x·w| <~ 5; at lr 0.1 (or from a random start) the weights grow until it is not, and the
+# training diverges (every update then fails the model provider's checks).
+HE_LR = 0.05
 
 
 # --- the job's data, written once for both systems -------------------------------------------------------------------
@@ -76,15 +80,16 @@ def breast_cancer_files(work: Path, clients: int = CLIENTS) -> tuple[Path, list[
     mu, sd = train.x.mean(axis=0), train.x.std(axis=0) + 1e-8
     tx, vx = (np.clip((a - mu) / sd, -5, 5).astype(np.float32) for a in (train.x, test.x))
     parts = [(tx[s], train.y[s]) for s in shard_iid(len(train.y), clients, seed=0)]
-    return _write(work / "breast_cancer", parts, (vx, test.y), [30, 2])
+    return _write(work / "breast_cancer", parts, (vx, test.y), [30, 2], zero_init=True)
 
 
-def _write(base: Path, parts, test, sizes) -> tuple[Path, list[Path]]:
+def _write(base: Path, parts, test, sizes, zero_init: bool = False) -> tuple[Path, list[Path]]:
     from dainode.ml.spec import ModelSpec, init_params
 
     base.mkdir(parents=True, exist_ok=True)
     spec = ModelSpec(kind="mlp" if len(sizes) > 2 else "logreg", sizes=tuple(sizes), seed=0)
     flat, layers, off = init_params(spec), {}, 0
+    flat = np.zeros_like(flat) if zero_init else flat
     for i, (_, shape) in enumerate(spec.layout()):
         size = int(np.prod(shape))
         layers[f"init_{i}"] = flat[off:off + size].reshape(shape)
@@ -117,7 +122,9 @@ def dainode_manifest(job: str, rounds: int, providers: int, test_file: Path | No
     if job == "he":
         m = (m.replace('privacy = "fl"', 'privacy = "he"').replace('kind = "mlp"', 'kind = "logistic"')
              .replace("layers = [64, 128, 10]", "layers = [30, 2]").replace("features = 64", "features = 30")
-             .replace("label_classes = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", "label_classes = [0, 1]"))
+             .replace("label_classes = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", "label_classes = [0, 1]")
+             .replace("lr = 0.1\n", f'lr = {HE_LR}\ninit = "zeros"\n'))
+        assert f"lr = {HE_LR}" in m, "the e2e manifest's lr line changed: update dainode_manifest"
         head, _, _ = m.partition("[test]")
         m = head + f'[test]\ndataset = "{test_file}"\n'
     return m
@@ -178,7 +185,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.wait(10)
 
 
-def flower_deployment(data: Path, rounds: int, work: Path, clients: int = CLIENTS) -> dict:
+def flower_deployment(data: Path, rounds: int, work: Path, clients: int = CLIENTS, lr: float = 0.1) -> dict:
     """SuperLink + ``clients`` SuperNodes on loopback, `flwr run` of bench/flower_app; stopped by PID afterwards."""
     work.mkdir(parents=True, exist_ok=True)
     home = work / "flwr-home"
@@ -206,7 +213,7 @@ def flower_deployment(data: Path, rounds: int, work: Path, clients: int = CLIENT
                                     "--node-config", f"partition-id={i} num-partitions={clients}"])
         time.sleep(1.0)
         t0 = time.monotonic()
-        cfg = f'data-file="{data}" out-file="{out}" num-rounds={rounds}'
+        cfg = f'data-file="{data}" out-file="{out}" num-rounds={rounds} lr={lr}'
         sub = subprocess.run([str(bin_ / "flwr"), "run", str(FLOWER_APP), "bench", "--run-config", cfg], env=env, cwd=work,
                              capture_output=True, text=True, timeout=300)
         if sub.returncode != 0:
@@ -234,12 +241,12 @@ def _wait_port(port: int, procs, timeout: float) -> None:
     raise TimeoutError(f"flower-superlink not listening on {port} within {timeout:g} s")
 
 
-def flower_simulation(data: Path, rounds: int, work: Path, clients: int = CLIENTS) -> dict:
+def flower_simulation(data: Path, rounds: int, work: Path, clients: int = CLIENTS, lr: float = 0.1) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     out = work / "flower-sim-out.json"
     out.unlink(missing_ok=True)
     env = flower_env(work / "flwr-home")
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.update(RAY_USAGE_STATS_ENABLED="0", FLOWER_BENCH_LR=str(lr))
     t0 = time.monotonic()
     with open(work / "simulation.log", "wb") as log:
         p = subprocess.run([str(FLOWER_VENV / "bin" / "python"), str(FLOWER_APP / "simulate.py"), str(data), str(out), str(rounds),
@@ -296,6 +303,7 @@ def run_job(job: str, rounds: int, work: Path, first: str, log) -> dict:
     if first == "dainode":
         order = ["dainode", "flower_deployment", "flower_simulation"]
     out: dict = {"load_before": load()}
+    lr = HE_LR if job == "he" else 0.1
     for system in order:
         t0 = time.monotonic()
         log(f"[{job}] {system} ({rounds} rounds, load {load()})")
@@ -303,9 +311,9 @@ def run_job(job: str, rounds: int, work: Path, first: str, log) -> dict:
             if system == "dainode":
                 out[system] = dainode_run(job, rounds, files, test_file)
             elif system == "flower_deployment":
-                out[system] = flower_deployment(data, rounds, work / f"{job}-deployment")
+                out[system] = flower_deployment(data, rounds, work / f"{job}-deployment", lr=lr)
             else:
-                out[system] = flower_simulation(data, rounds, work / f"{job}-simulation")
+                out[system] = flower_simulation(data, rounds, work / f"{job}-simulation", lr=lr)
         except Exception as exc:  # a failed system is reported as such, the others still run
             out[system] = {"error": f"{type(exc).__name__}: {exc}"}
         log(f"[{job}] {system}: {json.dumps({k: v for k, v in out[system].items() if k != 'raw'})} in "

@@ -188,9 +188,12 @@ def measure(rounds: int, *, providers: int = 4, manifest_text: str | None = None
         if out.returncode != 0:
             return {"error": (out.stderr.strip() or out.stdout.strip()).splitlines()[-1]}
         task_id = json.loads(out.stdout)["task_id"]
-        status = wait_for(lambda: (lambda s: s if s["phase"] in ("split_posted", "final", "abandoned") else None)(
-            mp.rpc("task_status", task_id=task_id)), 600, every=0.5)
+        status = wait_for(lambda: (lambda s: s if s["phase"] in ("split_posted", "final", "abandoned") or s.get("stopped")
+                                   else None)(mp.rpc("task_status", task_id=task_id)), 600, every=0.5)
         submit_to_result_s = time.monotonic() - t_submit
+        if status.get("stopped"):  # the model provider's run ended on an error: no need to wait out the timeout
+            return {"error": f"the model provider stopped the task in round {status['round']}: {status['stopped']}",
+                    "phase": status["phase"]}
         timings = status["timings"]
         stats, crashed = {}, []
         for n in nodes:  # a node that crashed after the last round (its log says why) is named, not fatal here

@@ -79,4 +79,6 @@ def cmd_task_status(args: argparse.Namespace) -> int:
               f"earned {m['earned_wei']} wei")
     for f in s.get("failures") or []:
         print(f"  failure: {f}")
+    if s.get("stopped"):
+        print(f"  the model provider's run of this task stopped: {s['stopped']} (it resumes when that node restarts)")
     return 0

@@ -44,6 +44,7 @@ class TaskRun:
 
     resume = None  # after a restart: model_resume.restore (matches, closed rounds and phase from state + chain)
     resume_params = None  # the latest posted global model when rounds were restored
+    stopped: str | None = None  # why this run stopped on an error (cleared by the next run after a restart)
 
     def __init__(self, role, task_id: int, manifest: Manifest, key: TaskKey, test: tuple, test_bytes: bytes,
                  salt: bytes, test_cid: str, settings: dict):
@@ -82,6 +83,7 @@ class TaskRun:
         rec = self.ctx.state.get_task(str(self.task_id))
         doc = dict(rec.doc if rec else {})
         doc.update(phase=self.phase, failures=self.failures, timings=self.timings, report_dir=self.report_dir,
+                   stopped=self.stopped,
                    history=[{"round": r.round, "accuracy": r.accuracy, "loss": r.loss} for r in self.results], **extra)
         self.ctx.state.put_task(TaskRecord(str(self.task_id), "model", self.phase, doc))
 
@@ -119,6 +121,7 @@ class TaskRun:
             for exc in _leaves(group):
                 self.failures.append(f"{type(exc).__name__}: {exc}")
                 log.error("task %d stopped: %s", self.task_id, exc)
+            self.stopped = self.failures[-1]
             self.save()
         finally:
             self.done.set()
@@ -394,22 +397,18 @@ class TaskRun:
         self.save()
         await auto_withdraw(self.ctx, self.tc, f"task {self.task_id} abandoned")
 
-    async def round(self, t: int, params: np.ndarray) -> np.ndarray | None:
-        from dainode.tasks.rounds import aggregate_round
-
+    async def wait_updates(self, t: int, window_end: float, chain_end: float, limit: int) -> None:
+        """Until round `t` can close: every match settled with a quorum, or the quorum plus the grace, or the window's
+        end. Below quorum the contract refuses the publish until its own round window has ended (chain_end), also
+        when every update is already in and rejected: a round lost to garbage still waits for that."""
         n = len(self.matches)
-        opened = trio.current_time()
-        window_end = opened + self.manifest.task.round_window_s
-        chain_task = await self.tc.task(self.task_id)
-        chain_end = opened + max(0.0, chain_task.round_start + chain_task.round_duration - await self.tc.clock()) + 1.0
         quorum_at = None
-        limit = self.manifest.task.quorum_lost_rounds or 0
         while True:
             ups = self.updates.get(t, {})
             settled = [u for u in ups.values() if u["status"] != "pending"]
             accepted = sum(1 for u in settled if u["status"] == "ok")
             now = trio.current_time()
-            if len(settled) >= n:
+            if len(settled) >= n and accepted >= self.quorum:
                 break
             if accepted >= self.quorum:
                 quorum_at = quorum_at or now
@@ -422,6 +421,16 @@ class TaskRun:
             if now >= max(window_end, chain_end):
                 break
             await self.wait_change(window_end if now < window_end else chain_end)
+
+    async def round(self, t: int, params: np.ndarray) -> np.ndarray | None:
+        from dainode.tasks.rounds import aggregate_round
+
+        opened = trio.current_time()
+        window_end = opened + self.manifest.task.round_window_s
+        chain_task = await self.tc.task(self.task_id)
+        chain_end = opened + max(0.0, chain_task.round_start + chain_task.round_duration - await self.tc.clock()) + 1.0
+        limit = self.manifest.task.quorum_lost_rounds or 0
+        await self.wait_updates(t, window_end, chain_end, limit)
         # an update the chain already holds but this node has not opened yet counts: `task verify` lets the model
         # provider leave out as late only one that landed with the publish or after it, so wait for it (bounded
         # by the round's end on chain)

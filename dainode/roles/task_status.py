@@ -182,6 +182,7 @@ class TaskQueries(Service):
             "bonus_wei": str(int(ts.bonus)), "escrow_wei": str(int(ts.escrow)), "bonuses_wei": [str(b) for b in bonuses],
             "refund_wei": str(refund), "credited_wei": {k: str(v) for k, v in sorted(credited.items())},
             "report_dir": ldoc.get("report_dir"), "failures": ldoc.get("failures", []), "timings": ldoc.get("timings", []),
+            "stopped": ldoc.get("stopped"),
             "name": ldoc.get("name"), "rejections": rejected, **(await self._privacy(opened[0], ldoc)),
         }
 

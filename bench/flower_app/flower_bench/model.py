@@ -9,7 +9,8 @@ import numpy as np
 
 def settings(run_config) -> dict:
     """Run config (deployment: `flwr run --run-config`) with the environment as fallback (simulation)."""
-    env = {"data-file": "FLOWER_BENCH_DATA", "out-file": "FLOWER_BENCH_OUT", "num-rounds": "FLOWER_BENCH_ROUNDS"}
+    env = {"data-file": "FLOWER_BENCH_DATA", "out-file": "FLOWER_BENCH_OUT", "num-rounds": "FLOWER_BENCH_ROUNDS",
+           "lr": "FLOWER_BENCH_LR"}
     out = {k: run_config.get(k, "") for k in ("data-file", "out-file", "num-rounds", "lr", "batch")}
     for k, var in env.items():
         if not out.get(k) and os.environ.get(var):

@@ -135,8 +135,10 @@ def test_the_benchmark_manifests_are_valid_tasks(job, providers, tmp_path):
     text = fl_vs_flower.dainode_manifest(job, 20, providers, tmp_path / "test.npz")
     m = parse_manifest(tomllib.loads(text))
     assert m.task.providers == providers and m.task.quorum == providers and m.task.rounds == 20
-    assert m.model.optimizer == "sgd" and m.model.lr == 0.1 and m.model.batch == 32
+    assert m.model.optimizer == "sgd" and m.model.batch == 32
     assert m.task.privacy == ("he" if job == "he" else "fl")
+    # he: the cubic sigmoid diverges at lr 0.1 or from a random start (the he job trained nothing before)
+    assert (m.model.lr, m.model.init) == ((fl_vs_flower.HE_LR, "zeros") if job == "he" else (0.1, None))
     reserved = providers * (m.task.max_data_price_wei + m.task.max_compute_price_wei)
     assert reserved <= m.task.reward_pool_wei
 

@@ -31,6 +31,7 @@ async def test_a_chain_error_inside_the_run_fails_the_task_not_the_role():
     await run.run()  # before the fix the error escaped inside an ExceptionGroup and crashed the role
     assert run.done.is_set() and run.saved == 1
     assert len(run.failures) == 1 and run.failures[0].startswith("ChainRpcError")
+    assert run.stopped == run.failures[0]  # task_status shows it: a driver stops waiting for a run that ended
 
 
 async def test_matching_asks_an_unreachable_data_provider_again(monkeypatch):
@@ -148,3 +149,19 @@ async def test_an_update_opened_from_a_push_is_stored_for_verifiers():
         await run._take_update(ev)
     assert run.updates[0][1]["status"] == "ok" and run.updates[0][1]["ahead"]
     assert stored == [blob]
+
+
+async def test_a_round_whose_every_update_was_rejected_waits_for_the_chain_window_before_closing(autojump_clock):
+    """Regression: when every update of a round was in and rejected (below quorum) the round closed at once, the
+    publish reverted with QuorumNotReached (the contract wants the window over) and the whole task stopped."""
+    run = TaskRun.__new__(TaskRun)
+    run.matches, run.quorum, run.grace_s, run.lost_rounds, run._changed = {0: {}, 1: {}}, 2, 0.2, 0, trio.Event()
+    run.updates = {3: {0: {"status": "non_finite"}, 1: {"status": "ok"}}}
+    start = trio.current_time()
+    await run.wait_updates(3, start + 10.0, start + 12.0, 0)
+    assert trio.current_time() - start >= 12.0  # the chain's window end, not at once
+
+    run.updates = {3: {0: {"status": "ok"}, 1: {"status": "ok"}}}  # a full quorum still closes at once
+    start = trio.current_time()
+    await run.wait_updates(3, start + 10.0, start + 12.0, 0)
+    assert trio.current_time() == start
