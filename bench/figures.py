@@ -46,8 +46,9 @@ def ratio(peer: float | None, ours: float | None) -> float:
 
 
 def largest_part(parts_ms: dict[str, float]) -> tuple[str, float] | None:
-    """The part of the round breakdown that takes longest (the wait to attack first)."""
-    parts = {k: v for k, v in parts_ms.items() if v is not None and not math.isnan(v)}
+    """The part of the round breakdown that takes longest (the wait to attack first); `wall` is the whole round, not
+    a part of it."""
+    parts = {k: v for k, v in parts_ms.items() if k != "wall" and v is not None and not math.isnan(v)}
     if not parts:
         return None
     k = max(parts, key=parts.get)

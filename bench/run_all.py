@@ -38,6 +38,26 @@ def load() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
 
+def cpu_busy(sample_s: float = 2.0) -> float:
+    """The share of all cores busy over `sample_s` (from /proc/stat): the load average lags by a minute."""
+    def ticks():
+        v = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return sum(v), v[3] + v[4]  # total, idle + iowait
+
+    (t0, i0), _ = ticks(), time.sleep(sample_s)
+    t1, i1 = ticks()
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def settle(max_s: float = 90.0, busy: float = 0.15) -> None:
+    """Before each benchmark: wait (bounded) until the machine is idle, so one step's exiting processes (16 daemons
+    stopping) do not load the next step's figures."""
+    t0 = time.monotonic()
+    while (b := cpu_busy()) > busy and time.monotonic() - t0 < max_s:
+        pass
+    log(f"cpu {b:.0%} busy after {time.monotonic() - t0:.0f} s of settling")
+
+
 def log(msg: str) -> None:
     print(f"[make bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -159,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         fl = reuse("fl_vs_flower")
     write(args.out, meta, t0, fl, None, [])
     if "scale" in steps:
+        settle()
         log(f"load {load()}; scale")
         sc_args = ["bench/scale.py", "--plot", str(ROOT / "bench" / "scale.png")] + (["--providers", "4,8", "--rounds", "2"] if args.quick else [])
         scale = run_json(sc_args, 900, "scale", results)
@@ -170,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         for cmd, timeout in OTHERS:
             if args.quick and cmd[0] == "bench/bitswap.py":
                 cmd = ["bench/bitswap.py", "--size", "8"]
+            settle()
             log(f"load {load()}; {' '.join(cmd)}")
             others.append(run_text(cmd, timeout))
             log(f"{cmd[0]}: {others[-1]['status']} in {others[-1]['wall_s']:.0f} s")

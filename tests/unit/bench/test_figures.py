@@ -57,6 +57,8 @@ def test_median_ignores_missing_values():
 def test_largest_part_names_the_longest_wait():
     assert figures.largest_part({"publish_ms": 30.0, "wait_updates_ms": 70.0, "x": float("nan")}) == ("wait_updates_ms", 70.0)
     assert figures.largest_part({}) is None
+    # bench/task.py's breakdown starts with the whole round: RESULTS.md named "wall" as the largest part
+    assert figures.largest_part({"wall": 170.5, "cp_tx": 30.7, "mp_event": 23.9}) == ("cp_tx", 30.7)
 
 
 def test_fmt_bytes():
