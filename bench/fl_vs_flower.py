@@ -53,6 +53,7 @@ JOBS = ("iid", "label_skew", "he")
 # is a sigmoid only for |x·w| <~ 5; at lr 0.1 (or from a random start) the weights grow until it is not, and the
 # training diverges (every update then fails the model provider's checks).
 HE_LR = 0.05
+LR = 0.1  # the digits job (dainode's e2e manifest and Flower's default)
 
 
 # --- the job's data, written once for both systems -------------------------------------------------------------------
@@ -185,7 +186,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.wait(10)
 
 
-def flower_deployment(data: Path, rounds: int, work: Path, clients: int = CLIENTS, lr: float = 0.1) -> dict:
+def flower_deployment(data: Path, rounds: int, work: Path, clients: int = CLIENTS, lr: float = LR) -> dict:
     """SuperLink + ``clients`` SuperNodes on loopback, `flwr run` of bench/flower_app; stopped by PID afterwards."""
     work.mkdir(parents=True, exist_ok=True)
     home = work / "flwr-home"
@@ -241,7 +242,7 @@ def _wait_port(port: int, procs, timeout: float) -> None:
     raise TimeoutError(f"flower-superlink not listening on {port} within {timeout:g} s")
 
 
-def flower_simulation(data: Path, rounds: int, work: Path, clients: int = CLIENTS, lr: float = 0.1) -> dict:
+def flower_simulation(data: Path, rounds: int, work: Path, clients: int = CLIENTS, lr: float = LR) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     out = work / "flower-sim-out.json"
     out.unlink(missing_ok=True)
@@ -303,7 +304,7 @@ def run_job(job: str, rounds: int, work: Path, first: str, log) -> dict:
     if first == "dainode":
         order = ["dainode", "flower_deployment", "flower_simulation"]
     out: dict = {"load_before": load()}
-    lr = HE_LR if job == "he" else 0.1
+    lr = HE_LR if job == "he" else LR
     for system in order:
         t0 = time.monotonic()
         log(f"[{job}] {system} ({rounds} rounds, load {load()})")

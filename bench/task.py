@@ -124,6 +124,16 @@ def breakdown(timings: list[dict], cp: list[dict]) -> list[dict]:
     return out
 
 
+ENDED = ("split_posted", "final", "abandoned")  # the model provider's phases once the rounds and the split are done
+
+
+def wait_phase(mp, task_id: int, phases: tuple[str, ...], every: float = 0.5) -> dict:
+    """The model provider's task_status once its phase is one of `phases`, or once its run of the task stopped on an
+    error (`stopped`): a driver has nothing left to wait for then."""
+    return wait_for(lambda: (lambda s: s if s["phase"] in phases or s.get("stopped") else None)(
+        mp.rpc("task_status", task_id=task_id)), 600, every=every)
+
+
 def wait_for(fn, timeout: float, every: float = 0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -188,8 +198,7 @@ def measure(rounds: int, *, providers: int = 4, manifest_text: str | None = None
         if out.returncode != 0:
             return {"error": (out.stderr.strip() or out.stdout.strip()).splitlines()[-1]}
         task_id = json.loads(out.stdout)["task_id"]
-        status = wait_for(lambda: (lambda s: s if s["phase"] in ("split_posted", "final", "abandoned") or s.get("stopped")
-                                   else None)(mp.rpc("task_status", task_id=task_id)), 600, every=0.5)
+        status = wait_phase(mp, task_id, ENDED)
         submit_to_result_s = time.monotonic() - t_submit
         if status.get("stopped"):  # the model provider's run ended on an error: no need to wait out the timeout
             return {"error": f"the model provider stopped the task in round {status['round']}: {status['stopped']}",
@@ -250,12 +259,12 @@ def run(rounds: int, as_json: bool, no_push: bool = False, profile: str | None =
         task_id = json.loads(out.stdout)["task_id"]
         wait_for(lambda: mp.rpc("task_status", task_id=task_id)["phase"] != "matching", 300, every=0.05)
         cpu0, t_cpu0 = {n.name: cpu_s(n) for n in nodes}, time.monotonic()
-        status = wait_for(lambda: (lambda s: s if s["phase"] in ("split", "split_posted", "final", "abandoned") else None)(
-            mp.rpc("task_status", task_id=task_id)), 600, every=0.05)
+        status = wait_phase(mp, task_id, ("split", *ENDED), every=0.05)
         cpu = {n.name: round((cpu_s(n) - cpu0[n.name]) * 1000) for n in nodes}  # CPU ms each node used in the rounds
         rounds_wall_ms = (time.monotonic() - t_cpu0) * 1000
-        status = wait_for(lambda: (lambda s: s if s["phase"] in ("split_posted", "final", "abandoned") else None)(
-            mp.rpc("task_status", task_id=task_id)), 600, every=0.5)
+        status = wait_phase(mp, task_id, ENDED)
+        if status.get("stopped"):
+            raise RuntimeError(f"the model provider stopped the task in round {status['round']}: {status['stopped']}")
         timings = status["timings"]
         wait_for(lambda: relay.rpc("task_watch", task_id=task_id, wait_s=0)["revealed"], 120)
         t0 = time.monotonic()
