@@ -177,6 +177,7 @@ class TaskRun:
             self.failures.append(f"matched {len(self.matches)} of {want} providers (quorum {self.manifest.task.quorum}) "
                                  f"after {took:.1f} s")
         if len(self.matches) < max(1, self.manifest.task.quorum):
+            self.save()  # the reason is durable before the chain says "abandoned" (task_status reads both)
             self.phase = "abandoned"
             await self.step_tx("abandon", "abandon", self.task_id)
             self.save()
@@ -392,6 +393,7 @@ class TaskRun:
                              f"round(s) running (task.quorum_lost_rounds = {self.manifest.task.quorum_lost_rounds}); "
                              "task abandoned")
         log.warning("task %d: %s", self.task_id, self.failures[-1])
+        self.save()  # the reason is durable before the chain says "abandoned" (task_status reads both)
         await self.step_tx("abandon", "abandon", self.task_id)
         self.phase = "abandoned"
         self.save()

@@ -165,3 +165,35 @@ async def test_a_round_whose_every_update_was_rejected_waits_for_the_chain_windo
     start = trio.current_time()
     await run.wait_updates(3, start + 10.0, start + 12.0, 0)
     assert trio.current_time() == start
+
+
+async def test_the_reason_of_an_abandon_is_saved_before_the_abandon_tx(monkeypatch):
+    """task_status takes the phase from the chain and the failures from the saved record: the reason must be saved
+    before the abandon tx is mined (CI saw phase "abandoned" with failures [] in the gap)."""
+    from types import SimpleNamespace
+
+    from dainode.roles import model_run
+
+    run = TaskRun.__new__(TaskRun)
+    run.task_id, run.failures, run.phase, run.matches, run.quorum, run.lost_rounds = 7, [], "matching", {}, 3, 2
+    run.matching_wait_s = 0.5
+    run.manifest = SimpleNamespace(task=SimpleNamespace(providers=4, quorum=3, quorum_lost_rounds=2))
+    run.candidates = lambda tried: []
+    saved: list[list[str]] = []
+    on_chain: list[list[str]] = []  # what was saved when each abandon tx went out
+
+    async def step_tx(what, fn, *args, **kw):
+        on_chain.append(list(saved[-1]) if saved else [])
+        return {"events": []}
+
+    async def auto_withdraw(*a, **kw):
+        return None
+
+    run.step_tx, run.save, run.ctx, run.tc = step_tx, lambda **_: saved.append(list(run.failures)), None, None
+    monkeypatch.setattr(model_run, "auto_withdraw", auto_withdraw)
+    with trio.fail_after(10):
+        await run.match()
+    assert run.phase == "abandoned" and on_chain[0] and on_chain[0][0].startswith("matched 0 of 4 providers")
+    run.phase = "training"
+    await run.abandon_below_quorum(5, 1)
+    assert on_chain[1][-1].startswith("round 5: 1 accepted update(s)")
