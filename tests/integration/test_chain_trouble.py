@@ -1,4 +1,4 @@
-"""Chain trouble: the shared anvil of two `--chain URL` nodes goes away for 30 s and comes back on the same state."""
+"""Chain trouble: the shared anvil of a task's `--chain URL` nodes goes away for 30 s mid-round and comes back on its state."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from eth_utils import keccak
 
 from dainode.chain.devchain import deploy_contracts, load_deploy_spec, write_deployment
 from tests.integration.chain_env import AnvilProcess, make_client
-from tests.integration.daemon import run_cli
+from tests.integration.daemon import run_cli, start_all
 from dainode.localnet.workload import shard_files
 from tests.integration.test_task_verify_e2e import MANIFEST
 
@@ -45,72 +45,6 @@ def registered_by(anvil: AnvilProcess, registry: str, owner: str) -> list[dict]:
     return anvil.rpc("eth_getLogs", {"fromBlock": "0x0", "toBlock": "latest", "address": registry, "topics": [REGISTERED_TOPIC, None, owner_topic]})
 
 
-def test_a_30_s_endpoint_outage_pauses_the_nodes_and_they_catch_up(daemon_factory, tmp_path):
-    anvil = AnvilProcess(tmp_path, state=True, extra_args=("--state-interval", "1")).start()
-    try:
-        async def deploy():
-            client = make_client(anvil.url)
-            try:
-                return await deploy_contracts(client.tx, client.contracts, load_deploy_spec())
-            finally:
-                await client.rpc.aclose()
-
-        deployment = trio.run(deploy)
-        write_deployment(tmp_path / "deployment.json", deployment)
-        registry = deployment["contracts"]["Registry"]
-        env = {"DAINODE_CHAIN_DEPLOYMENT_FILE": str(tmp_path / "deployment.json")}
-        # Not connected over p2p: b learns c's offers only from Registry events (the path under test).
-        b = daemon_factory("b", chain=anvil.url, roles=["compute"], env=env).start(timeout=120)
-        c = daemon_factory("c", chain=anvil.url, roles=["compute"], env=env).start(timeout=120)
-        for node in (b, c):
-            anvil.rpc("anvil_setBalance", node.info["address"], hex(10**20))
-
-        rc, out = offer_compute(c)
-        assert rc == 0, out
-        first = json.loads(out)["offer_id"]
-        wait_for("b sees c's first offer from chain events", lambda: first in listed(b), 60)
-
-        anvil.stop()  # SIGTERM: anvil writes its state file and the endpoint is gone
-        down_at = time.monotonic()
-        rc, out = offer_compute(b)
-        assert rc != 0 and ("unreachable" in out or "unavailable" in out), out  # a clear error, not a hang
-        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
-        for node in (b, c):
-            assert node.proc.poll() is None, f"{node.name} stopped during the outage:\n{node.log_tail()}"
-        anvil.start()  # same port, same state
-
-        rc, out = offer_compute(c)
-        assert rc == 0, f"{out}\n{c.log_tail()}"
-        second = json.loads(out)["offer_id"]
-        assert second == first + 1  # the chain came back where it was
-        # At least once: b's index catches up from its cursor (its retry backs off to at most 30 s).
-        wait_for("b sees c's offer made after the outage", lambda: second in listed(b), 120)
-
-        rc, out = offer_compute(b)
-        assert rc == 0, f"{out}\n{b.log_tail()}"
-        mine = json.loads(out)["offer_id"]
-        # No duplicate transaction: the offer refused during the outage never landed, the new one once.
-        logs = registered_by(anvil, registry, b.info["address"])
-        assert [int(lg["topics"][1], 16) for lg in logs] == [mine], logs
-        assert int(anvil.rpc("eth_getTransactionCount", b.info["address"], "latest"), 16) == 1
-        wait_for("c sees b's offer", lambda: mine in listed(c), 120)
-        info = b.rpc("chain_info")
-        assert info["events"]["cursor"] is not None and info["events"]["cursor"] >= int(logs[0]["blockNumber"], 16) - 1
-        assert b.stop() == 0 and c.stop() == 0
-
-        # The offer refused during the outage is not "resumed" by a restart: the user was told it
-        # failed and made another; a second registration would be a duplicate they never asked for.
-        offset = b.log_path.stat().st_size
-        again = daemon_factory("b", chain=anvil.url, roles=["compute"], env=env).start(timeout=120)
-        assert again.rpc("chain_info")["head"] >= info["head"]
-        time.sleep(3)  # resuming interrupted publications runs as the role starts
-        logs = registered_by(anvil, registry, b.info["address"])
-        assert [int(lg["topics"][1], 16) for lg in logs] == [mine], (logs, again.log_path.read_bytes()[offset:].decode())
-        assert again.stop() == 0
-    finally:
-        anvil.stop()
-
-
 TASK_MANIFEST = MANIFEST.replace("round_window_s = 5", "round_window_s = 60")  # 3 rounds, 2 providers
 ETH = 10**18
 PUBLISHED_TOPIC = "0x" + keccak(text="GlobalModelPublished(uint256,uint16,bytes32,uint64)").hex()
@@ -132,10 +66,12 @@ def sent_by(anvil: AnvilProcess, addresses: set[str], first_block: int) -> list[
     return out
 
 
-def test_a_task_runs_across_a_30_s_chain_outage_mid_round(daemon_factory, tmp_path):
-    """1 model provider + 2 data+compute nodes on a shared anvil; anvil stops for 30 s right after round 0 is
-    published (round 1 in flight) and comes back on its state: the roles wait, catch up, and the task ends with
-    each round published once, each update submitted once and no transaction sent twice."""
+def test_a_30_s_chain_outage_mid_round_pauses_the_nodes_and_they_catch_up(daemon_factory, tmp_path):
+    """1 model provider + 2 data+compute nodes on a shared anvil, and a lone compute node `c` that no node is
+    connected to (its offers reach the others only through Registry events). anvil stops for 30 s right after
+    round 0 is published (round 1 in flight) and comes back on its state: a command during the outage fails with
+    a clear error, the roles wait and catch up, the event index catches up from its cursor, and the task ends
+    with each round published once, each update submitted once and no transaction sent twice."""
     anvil = AnvilProcess(tmp_path, state=True, extra_args=("--state-interval", "1")).start()
     try:
         async def deploy():
@@ -147,20 +83,25 @@ def test_a_task_runs_across_a_30_s_chain_outage_mid_round(daemon_factory, tmp_pa
 
         deployment = trio.run(deploy)
         write_deployment(tmp_path / "deployment.json", deployment)
-        tt = deployment["contracts"]["TrainingTask"]
+        tt, registry = deployment["contracts"]["TrainingTask"], deployment["contracts"]["Registry"]
         env = {"DAINODE_CHAIN_DEPLOYMENT_FILE": str(tmp_path / "deployment.json")}
-        mp = daemon_factory("mp", chain=anvil.url, roles=["model"], env=env).start(timeout=120)
-        providers = [daemon_factory(f"p{i}", chain=anvil.url, roles=["data", "compute"], env=env,
-                                    bootstrap=[mp.multiaddr]).start(timeout=120) for i in range(2)]
+        mp, c = start_all(daemon_factory("mp", chain=anvil.url, roles=["model"], env=env),
+                          daemon_factory("c", chain=anvil.url, roles=["compute"], env=env))
+        providers = start_all(*(daemon_factory(f"p{i}", chain=anvil.url, roles=["data", "compute"], env=env,
+                                               bootstrap=[mp.multiaddr]) for i in range(2)))
         nodes = [mp, *providers]
-        for node in nodes:
+        for node in (*nodes, c):
             anvil.rpc("anvil_setBalance", node.info["address"], hex(10 * ETH))
+        rc, out = offer_compute(c)
+        assert rc == 0, out
+        first = json.loads(out)["offer_id"]
         for n, f in zip(providers, shard_files(tmp_path, 2)):
             for args in (("offer", "data", "--dataset", str(f), "--price", str(ETH // 10)), ("offer", "compute", "--price", str(ETH // 20))):
                 out = run_cli(*args, "--json", "--data-dir", str(n.data_dir), timeout=300)
                 assert out.returncode == 0, out.stderr + n.log_tail()
         wait_for("the model provider indexed both data offers",
                  lambda: len([o for o in mp.rpc("offer_list", kind="data") if o["verified"]]) >= 2, 60)
+        wait_for("the model provider sees c's first offer from chain events", lambda: first in listed(mp), 60)
         first_block = int(anvil.rpc("eth_blockNumber"), 16) + 1
         manifest = tmp_path / "task.toml"
         manifest.write_text(TASK_MANIFEST)
@@ -171,10 +112,19 @@ def test_a_task_runs_across_a_30_s_chain_outage_mid_round(daemon_factory, tmp_pa
         wait_for("round 0 published", lambda: task_logs(anvil, tt, PUBLISHED_TOPIC, task_id), 240)
         offsets = {n.name: n.log_path.stat().st_size for n in nodes}
         anvil.stop()  # SIGTERM: anvil writes its state; round 1 is being trained and submitted
-        time.sleep(OUTAGE_S)
-        for node in nodes:
+        down_at = time.monotonic()
+        rc, out = offer_compute(c)
+        assert rc != 0 and ("unreachable" in out or "unavailable" in out), out  # a clear error, not a hang
+        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
+        for node in (*nodes, c):
             assert node.proc.poll() is None, f"{node.name} stopped during the outage:\n{node.log_tail()}"
         anvil.start()  # same port, same state
+
+        rc, out = offer_compute(c)
+        assert rc == 0, f"{out}\n{c.log_tail()}"
+        second = json.loads(out)["offer_id"]
+        # At least once: the model provider's index catches up from its cursor (its retry backs off to at most 30 s).
+        wait_for("the model provider sees c's offer made after the outage", lambda: second in listed(mp), 120)
 
         def final():
             s = mp.rpc("task_status", task_id=task_id)
@@ -195,7 +145,21 @@ def test_a_task_runs_across_a_30_s_chain_outage_mid_round(daemon_factory, tmp_pa
         calls = [(tx["from"].lower(), (tx["to"] or "").lower(), tx["input"]) for tx, _ in sent]
         assert len(calls) == len(set(calls)), "a transaction was sent twice"
         assert all(int(r["status"], 16) == 1 for _, r in sent), [(tx["hash"], r["status"]) for tx, r in sent]
+        # No duplicate transaction: c's offer refused during the outage never landed, the one after it once.
+        logs = registered_by(anvil, registry, c.info["address"])
+        assert [int(lg["topics"][1], 16) for lg in logs] == [first, second], logs
+        assert int(anvil.rpc("eth_getTransactionCount", c.info["address"], "latest"), 16) == 2
         for node in nodes:
             assert node.stop() == 0, node.log_tail()
+        assert c.stop() == 0, c.log_tail()
+
+        # The offer refused during the outage is not "resumed" by a restart: the user was told it
+        # failed and made another; a second registration would be a duplicate they never asked for.
+        offset = c.log_path.stat().st_size
+        again = daemon_factory("c", chain=anvil.url, roles=["compute"], env=env).start(timeout=120)
+        time.sleep(3)  # resuming interrupted publications runs as the role starts
+        logs = registered_by(anvil, registry, c.info["address"])
+        assert [int(lg["topics"][1], 16) for lg in logs] == [first, second], (logs, again.log_path.read_bytes()[offset:].decode())
+        assert again.stop() == 0
     finally:
         anvil.stop()
