@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from tests.integration.daemon import DaemonProcess, run_cli
+from tests.integration.daemon import DaemonProcess, run_cli, wait_for
 
 ETH = 10**18
 DATA_PRICE = ETH // 10
@@ -64,17 +64,6 @@ def eth(url: str, method: str, *params):
     out = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}, timeout=30).json()
     assert "error" not in out, out
     return out["result"]
-
-
-def wait_for(what: str, fn, timeout: float, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"not within {timeout:g} s: {what} (last: {last!r})")
 
 
 def cli_json(node: DaemonProcess, *args: str, timeout: float = 300.0):

@@ -10,23 +10,12 @@ from eth_utils import keccak
 
 from dainode.chain.devchain import deploy_contracts, load_deploy_spec, write_deployment
 from tests.integration.chain_env import AnvilProcess, make_client
-from tests.integration.daemon import run_cli, start_all
+from tests.integration.daemon import run_cli, start_all, wait_for
 from dainode.localnet.workload import shard_files
 from tests.integration.test_task_verify_e2e import MANIFEST
 
 OUTAGE_S = 30.0
 REGISTERED_TOPIC = "0x" + keccak(text="OfferRegistered(uint256,address,uint8,uint256,bytes32,uint64)").hex()
-
-
-def wait_for(what: str, fn, timeout: float):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout:g} s: {what} (last: {last!r})")
 
 
 def offer_compute(node) -> tuple[int, str]:

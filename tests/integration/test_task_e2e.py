@@ -12,7 +12,7 @@ import pytest
 
 from dainode.localnet.network import Testnet, layout
 from dainode.localnet.workload import COMPUTE_PRICE_WEI, DATA_PRICE_WEI, task_manifest
-from tests.integration.daemon import DaemonProcess, run_cli
+from tests.integration.daemon import DaemonProcess, run_cli, wait_for
 
 ETH = 10**18
 DATA_PRICE = DATA_PRICE_WEI
@@ -25,17 +25,6 @@ def eth(url: str, method: str, *params):
     out = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}, timeout=30).json()
     assert "error" not in out, out
     return out["result"]
-
-
-def wait_for(what: str, fn, timeout: float, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"not within {timeout:g} s: {what} (last: {last!r})")
 
 
 def cli_json(node: DaemonProcess, *args: str, timeout: float = 300.0):

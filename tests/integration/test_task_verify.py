@@ -19,7 +19,7 @@ from eth_utils import keccak
 
 from dainode.identity import load_identity
 from dainode.localnet.network import NodeSpec, Testnet
-from tests.integration.daemon import PASSWORD, DaemonProcess, run_cli
+from tests.integration.daemon import PASSWORD, DaemonProcess, run_cli, wait_for
 from tests.integration.task_driver import TaskDriver, daemon_put
 
 CHALLENGED = "0x" + keccak(text="Challenged(uint256,address,bytes32,uint64)").hex()
@@ -32,17 +32,6 @@ def eth(url: str, method: str, *params):
 def challenged(url: str, address: str, task_id: int) -> list[dict]:
     return eth(url, "eth_getLogs", {"fromBlock": "0x0", "toBlock": "latest", "address": address,
                                     "topics": [CHALLENGED, "0x" + task_id.to_bytes(32, "big").hex()]})
-
-
-def wait_for(what: str, fn, timeout: float = 180.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout:g} s: {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +73,7 @@ def test_honest_task_passes_on_a_relay_and_watch_prints_each_round(net):
     assert [int(b) for b in doc["posted_bonuses_wei"]] == run.bonuses
     # the data providers verified it themselves after the reveal and did not challenge
     for d in (net.d1, net.d2):
-        a = wait_for(f"{d.name} audits task {run.task_id}", lambda: audit_of(d, run.task_id))
+        a = wait_for(f"{d.name} audits task {run.task_id}", lambda: audit_of(d, run.task_id), timeout=180)
         assert a["verdict"] == "PASS" and not a["challenged"], a
     assert challenged(net.url, net.task_address, run.task_id) == []
     # watch, stdout not a terminal: one plain line per round, then the end
@@ -106,8 +95,8 @@ def test_tampered_split_fails_and_the_data_providers_challenge_it(net):
     where = {ln.split(":")[0].strip() for ln in diffs}
     assert {"DIFF split match 0 share", "DIFF split match 1 share"} <= where, out.stdout
     # the first data provider's challenge lands; the second is refused (the task is already Challenged)
-    events = wait_for("a Challenged event", lambda: challenged(net.url, net.task_address, run.task_id))
-    audits = [wait_for(f"{d.name} audit", lambda d=d: audit_of(d, run.task_id)) for d in (net.d1, net.d2)]
+    events = wait_for("a Challenged event", lambda: challenged(net.url, net.task_address, run.task_id), timeout=180)
+    audits = [wait_for(f"{d.name} audit", lambda d=d: audit_of(d, run.task_id), timeout=180) for d in (net.d1, net.d2)]
     assert all(a["verdict"] == "FAIL" and a["differences"] >= 2 and a["evidence_cid"] for a in audits), audits
     assert sorted(bool(a["challenged"]) for a in audits) == [False, True], audits
     assert len(challenged(net.url, net.task_address, run.task_id)) == len(events) == 1
@@ -123,7 +112,8 @@ def test_tampered_split_fails_and_the_data_providers_challenge_it(net):
     winner.stop()
     winner.start(timeout=180)
     try:
-        wait_for("the restarted node's chain subscription", lambda: winner.rpc("chain_info")["events"]["cursor"] is not None)
+        wait_for("the restarted node's chain subscription", lambda: winner.rpc("chain_info")["events"]["cursor"] is not None,
+                 timeout=180)
         time.sleep(3)  # room for a (wrong) second challenge from the replayed reveal events
         a = audit_of(winner, run.task_id)
         assert a is not None and a["challenged"] and a["verdict"] == "FAIL"

@@ -18,7 +18,7 @@ from eth_utils import keccak
 
 from dainode.localnet.network import NodeSpec, Testnet, layout
 from dainode.localnet.workload import task_manifest
-from tests.integration.daemon import run_cli
+from tests.integration.daemon import run_cli, wait_for
 
 ETH = 10**18
 CHALLENGED = "0x" + keccak(text="Challenged(uint256,address,bytes32,uint64)").hex()
@@ -28,17 +28,6 @@ TAMPERED_MODEL = (sys.executable, str(Path(__file__).with_name("tampered_model.p
 
 def eth(url: str, method: str, *params):
     return httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}, timeout=30).json()["result"]
-
-
-def wait_for(what: str, fn, timeout: float, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"not within {timeout:g} s: {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")
