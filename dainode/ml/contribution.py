@@ -15,7 +15,6 @@ from typing import Sequence
 import numpy as np
 
 from dainode.errors import MLError
-from dainode.ml.evaluate import evaluate_many
 from dainode.ml.spec import ModelSpec, as_spec
 
 EXACT_MAX_PROVIDERS = 8  # 2^8 = 256 coalitions per round: exact Shapley is cheaper than sampling
@@ -67,6 +66,10 @@ class _Utility:
     def many(self, bitsets: Sequence[int]) -> list[float]:
         todo = sorted({b for b in bitsets if b not in self.cache})
         if todo:
+            # Imported here: evaluation needs JAX, and every daemon imports this module (via the audit service)
+            # while most of them never evaluate a coalition.
+            from dainode.ml.evaluate import evaluate_many
+
             masks = np.array([[(b >> i) & 1 for i in range(self.k)] for b in todo], np.float64)
             acc, loss = evaluate_many(self.spec, _coalition_params(self.rec, masks), self.x, self.y)
             self.cache.update(zip(todo, (acc if self.utility == "accuracy" else -loss).tolist()))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -14,43 +14,9 @@ import optax
 from dainode.errors import MLError
 from dainode.ml.models import example_losses
 from dainode.ml.spec import ModelSpec, as_spec
+from dainode.ml.trainconfig import OPTIMIZERS, TrainConfig
 
-OPTIMIZERS = ("sgd", "momentum", "adam")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Local training hyper-parameters (part of a task manifest)."""
-
-    epochs: int = 1
-    batch_size: int = 32
-    learning_rate: float = 0.1
-    optimizer: str = "sgd"
-    momentum: float = 0.9  # only for optimizer="momentum"
-    prox_mu: float = 0.0  # FedProx: adds mu/2 * ||w - w_global||^2 to every batch loss
-    seed: int = 0
-
-    def __post_init__(self):
-        if not (isinstance(self.epochs, int) and self.epochs >= 1):
-            raise MLError(f"epochs must be an integer >= 1, got {self.epochs!r}")
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise MLError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if not (self.learning_rate > 0):
-            raise MLError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise MLError(f"optimizer {self.optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
-        if self.prox_mu < 0:
-            raise MLError(f"prox_mu must be >= 0, got {self.prox_mu!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        try:
-            return cls(**d)
-        except TypeError as exc:
-            raise MLError(f"bad training config {d!r}: {exc}") from exc
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["OPTIMIZERS", "TrainConfig", "TrainResult", "batch_plan", "local_train"]
 
 
 @dataclass

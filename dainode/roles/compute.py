@@ -31,7 +31,7 @@ class ComputeRole(OfferRole):
         price = check_price(price_wei)
         if not isinstance(capacity, int) or capacity < 1:
             raise ConfigError(f"capacity must be a whole number of concurrent jobs >= 1, got {capacity!r}", key="capacity")
-        from dainode.ml.devices import compute_spec  # jax: only when an offer is made
+        from dainode.ml.devices import compute_spec
 
         spec = await trio.to_thread.run_sync(compute_spec, capacity)
         doc = {**base_document(self.kind, self.ctx, price), **spec}

@@ -14,7 +14,7 @@ from dainode.errors import AggregationError, ConfigError, MLError
 from dainode.ml.aggregate import Rule, make_rule
 from dainode.ml.preprocess import canonical_json
 from dainode.ml.spec import ModelSpec
-from dainode.ml.train import OPTIMIZERS, TrainConfig
+from dainode.ml.trainconfig import OPTIMIZERS, TrainConfig
 from dainode.tasks.fields import Table
 
 SCHEMA = "dainode.task-manifest/1"

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -89,6 +90,15 @@ def relay(cluster, offers):
     cluster.d_started = time.monotonic()
     cluster.d = cluster.join("D", [])
     return cluster.d
+
+
+def test_nodes_waiting_with_offers_out_have_not_loaded_jax(cluster, offers):
+    """JAX with its XLA client (~170 MB, ~1 s of imports) loads when a node trains: the compute offer's device list
+    comes from a child process and reading a manifest does not import the trainer. Checked in each daemon's memory
+    map: no jaxlib shared object is mapped."""
+    for node in (cluster.a, cluster.b, cluster.c):
+        maps = Path(f"/proc/{node.pid}/maps").read_text()
+        assert "jaxlib" not in maps and "/jax/" not in maps, f"{node.name} ({node.roles}) has JAX loaded"
 
 
 def test_offers_reach_every_node_with_their_summaries(cluster, offers):

@@ -64,7 +64,7 @@ def test_unflatten_refuses_wrong_length():
 def test_import_dainode_ml_does_not_import_jax():
     """A relaying node imports dainode.ml (specs, aggregation) without paying for JAX."""
     code = ("import sys, dainode.ml, dainode.ml.spec, dainode.ml.aggregate, dainode.ml.datasets, "
-            "dainode.ml.preprocess; print('jax' in sys.modules)")
+            "dainode.ml.preprocess, dainode.ml.trainconfig, dainode.ml.devices; print('jax' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
