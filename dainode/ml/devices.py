@@ -39,14 +39,14 @@ def parse_probe(stdout: str) -> dict:
     return {"backend": info["backend"], "devices": info["devices"], "version": info["version"]}
 
 
-def jax_info(command: list[str] | None = None) -> dict:
-    """JAX's backend, devices and version, from a child process run to its end (killed after PROBE_TIMEOUT_S)."""
+def jax_info() -> dict:
+    """JAX's backend, devices and version, from a child process running PROBE (killed after PROBE_TIMEOUT_S)."""
     global _jax_info
-    if command is None and _jax_info is not None:
+    if _jax_info is not None:
         return _jax_info
     try:
         env = {k: v for k, v in os.environ.items() if k != "DAINODE_PASSWORD"}  # the child needs no secret
-        done = subprocess.run(command or [sys.executable, "-c", PROBE], capture_output=True, text=True, env=env,
+        done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env,
                               timeout=PROBE_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as exc:
         raise MLError(f"the JAX device probe did not answer within {PROBE_TIMEOUT_S:g} s; is this machine overloaded?") from exc
@@ -55,10 +55,8 @@ def jax_info(command: list[str] | None = None) -> dict:
     if done.returncode != 0:
         raise MLError(f"the JAX device probe failed (exit {done.returncode}): {done.stderr.strip()[-300:]}; "
                       f"check that jax imports in {sys.executable}")
-    info = parse_probe(done.stdout)
-    if command is None:
-        _jax_info = info
-    return info
+    _jax_info = parse_probe(done.stdout)
+    return _jax_info
 
 
 def privacy_modes() -> list[str]:

@@ -9,21 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.integration.daemon import DaemonProcess, dainode_cmd, daemon_env, free_port, init_nodes, run_cli
+from tests.integration.daemon import DaemonProcess, dainode_cmd, daemon_env, free_port, init_nodes, run_cli, wait_for
 
 N = 5
 TOPIC = "/dai/1/offers"
-
-
-def wait_until(fn, timeout: float, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout} s (last: {last!r})")
 
 
 def received(node: DaemonProcess, marker: str) -> bool:
@@ -55,12 +44,12 @@ def line(tmp_path_factory):
 def test_message_crosses_the_line_within_5s(line):
     first, last = line[0], line[-1]
     for d in line:
-        wait_until(lambda: d.rpc("p2p_peers", ping_timeout_s=0.5), 15, what=f"{d.name} has a peer")
+        wait_for(f"{d.name} has a peer", lambda: d.rpc("p2p_peers", ping_timeout_s=0.5), 15, every=0.1)
     # the far end hears the publisher once the mesh along the line exists
-    wait_until(lambda: all(d.rpc("gossip_stats")["mesh"][TOPIC] >= 1 for d in line), 15, what="meshes formed")
+    wait_for("meshes formed", lambda: all(d.rpc("gossip_stats")["mesh"][TOPIC] >= 1 for d in line), 15, every=0.1)
     t0 = time.monotonic()
     sent = first.rpc("gossip_publish", topic=TOPIC, body={"marker": "line-1", "n": 1})
-    wait_until(lambda: received(last, "line-1"), 5, 0.05, what="message at the far end")
+    wait_for("message at the far end", lambda: received(last, "line-1"), 5, every=0.05)
     elapsed = time.monotonic() - t0
     got = next(m for m in last.rpc("gossip_recent", topic=TOPIC) if m["body"].get("marker") == "line-1")
     assert got["sender"] == first.info["address"] == sent["sender"]
@@ -71,12 +60,12 @@ def test_message_crosses_the_line_within_5s(line):
 def test_far_ends_discover_each_other(line):
     first, last = line[0], line[-1]
     far = last.info["peer_id"]
-    wait_until(lambda: far in {p["peer_id"] for p in first.rpc("p2p_peers", ping_timeout_s=0.5)}, 30, 0.5, what="n0 connected to n4")
+    wait_for("n0 connected to n4", lambda: far in {p["peer_id"] for p in first.rpc("p2p_peers", ping_timeout_s=0.5)}, 30, every=0.5)
     peers = {p["peer_id"]: p for p in first.rpc("p2p_peers")}
     assert peers[far]["multiaddr"].endswith("/p2p/" + far)
     # n0 heard n4's signed gossip, so it knows n4's Ethereum address
     last.rpc("gossip_publish", topic=TOPIC, body={"marker": "from-the-end"})
-    wait_until(lambda: received(first, "from-the-end"), 5, 0.05, what="message back at n0")
+    wait_for("message back at n0", lambda: received(first, "from-the-end"), 5, every=0.05)
     assert first.rpc("p2p_peers")[[p["peer_id"] for p in first.rpc("p2p_peers")].index(far)]["eth_address"] == last.info["address"]
 
 
@@ -123,12 +112,12 @@ def test_killed_middle_node_rejoins_and_receives(line):
     middle = line[2]
     middle.kill()
     middle.start()  # same data dir and port: same peer id, bootstraps to n1 again
-    wait_until(lambda: len(middle.rpc("p2p_peers", ping_timeout_s=0.5)) >= 1, 15, what="restarted node has peers")
-    wait_until(lambda: middle.rpc("gossip_stats")["mesh"][TOPIC] >= 1, 15, what="restarted node in the mesh")
+    wait_for("restarted node has peers", lambda: len(middle.rpc("p2p_peers", ping_timeout_s=0.5)) >= 1, 15, every=0.1)
+    wait_for("restarted node in the mesh", lambda: middle.rpc("gossip_stats")["mesh"][TOPIC] >= 1, 15, every=0.1)
     line[0].rpc("gossip_publish", topic=TOPIC, body={"marker": "after-restart"})
-    wait_until(lambda: received(middle, "after-restart"), 5, 0.05, what="restarted node receives")
-    wait_until(lambda: received(line[-1], "after-restart"), 5, 0.05, what="far end still receives")
+    wait_for("restarted node receives", lambda: received(middle, "after-restart"), 5, every=0.05)
+    wait_for("far end still receives", lambda: received(line[-1], "after-restart"), 5, every=0.05)
     # n3 had n2 as its bootstrap peer: it reconnected on its own (backoff redial)
-    wait_until(lambda: middle.info["peer_id"] in {p["peer_id"] for p in line[3].rpc("p2p_peers", ping_timeout_s=0.5)}, 20, 0.5, what="n3 redials n2")
+    wait_for("n3 redials n2", lambda: middle.info["peer_id"] in {p["peer_id"] for p in line[3].rpc("p2p_peers", ping_timeout_s=0.5)}, 20, every=0.5)
     # (stopped here: the leftover-process check runs per test, and this process is new)
     assert middle.stop() == 0

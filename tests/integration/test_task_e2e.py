@@ -4,7 +4,6 @@ quarter of digits; a 4-provider, 10-round MLP task runs to the end and everyone 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import httpx
